@@ -1,0 +1,1 @@
+//! Emulated devices: the port-I/O and MMIO bus, legacy PC devices, virtio-mmio.

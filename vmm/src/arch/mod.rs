@@ -1,0 +1,2 @@
+//! Architecture-specific boot state.
+pub mod x86_64;

@@ -1,0 +1,1 @@
+//! QEMU-style main loop (see ../shared/design/MAINLOOP.md).
