@@ -1,1 +1,5 @@
-//! Emulated devices: the port-I/O and MMIO bus, legacy PC devices, virtio-mmio.
+//! Emulated devices: the port-I/O and MMIO bus, and the legacy PC devices (8250 UART, i8042,
+//! debug-exit port, no-op ports, IOAPIC). virtio-mmio devices come next.
+
+pub mod bus;
+pub mod legacy;

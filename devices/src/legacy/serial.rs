@@ -1,0 +1,184 @@
+//! The 8250 UART (vm-superio) on the port bus. Its interrupt is an eventfd the VMM hands to
+//! KVM as an irqfd; its output goes to any writer, and a writer that fails (closed stdout, full
+//! disk) is reported once and then ignored so the guest never stalls on its console.
+
+use std::io::{self, Write};
+
+use vm_superio::serial::NoEvents;
+use vm_superio::Trigger;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::bus::BusDevice;
+
+/// Raises the UART's interrupt line by writing its eventfd.
+pub struct IrqTrigger(EventFd);
+
+impl Trigger for IrqTrigger {
+    type E = io::Error;
+
+    fn trigger(&self) -> io::Result<()> {
+        self.0.write(1)
+    }
+}
+
+/// Console output that reports its first failure and drops output after it.
+struct ConsoleWriter {
+    out: Box<dyn Write + Send>,
+    failed: bool,
+}
+
+impl Write for ConsoleWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.failed {
+            if let Err(e) = self.out.write_all(buf) {
+                self.failed = true;
+                log::warn!("serial console output failed, dropping further output: {e}");
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.failed {
+            let _ = self.out.flush();
+        }
+        Ok(())
+    }
+}
+
+pub struct Serial {
+    uart: vm_superio::Serial<IrqTrigger, NoEvents, ConsoleWriter>,
+}
+
+impl Serial {
+    pub fn new(irq: EventFd, out: Box<dyn Write + Send>) -> Serial {
+        let writer = ConsoleWriter { out, failed: false };
+        Serial {
+            uart: vm_superio::Serial::new(IrqTrigger(irq), writer),
+        }
+    }
+
+    /// Queues guest input; returns how many bytes fit (the FIFO's free space bounds it).
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
+        if bytes.is_empty() || self.uart.fifo_capacity() == 0 {
+            return 0;
+        }
+        match self.uart.enqueue_raw_bytes(bytes) {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!("serial input: {e}");
+                0
+            }
+        }
+    }
+
+    /// Free space in the receive FIFO.
+    pub fn input_space(&self) -> usize {
+        self.uart.fifo_capacity()
+    }
+}
+
+impl BusDevice for Serial {
+    fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if let (Some(first), Ok(offset)) = (data.first_mut(), u8::try_from(offset)) {
+            *first = self.uart.read(offset);
+        }
+    }
+
+    fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
+        let (Some(&value), Ok(offset)) = (data.first(), u8::try_from(offset)) else {
+            return;
+        };
+        if let Err(e) = self.uart.write(offset, value) {
+            log::warn!("serial: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A writer tests can look into.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct Broken;
+
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn serial(out: Box<dyn Write + Send>) -> (Serial, EventFd) {
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        (Serial::new(irq.try_clone().unwrap(), out), irq)
+    }
+
+    #[test]
+    fn output_reaches_the_writer() {
+        let sink = Shared::default();
+        let (mut s, _) = serial(Box::new(sink.clone()));
+        for b in b"hi\n" {
+            s.write(0x3f8, 0, &[*b]);
+        }
+        assert_eq!(sink.0.lock().unwrap().as_slice(), b"hi\n");
+    }
+
+    #[test]
+    fn input_respects_capacity_and_raises_the_irq() {
+        let (mut s, irq) = serial(Box::new(io::sink()));
+        s.write(0x3f8, 1, &[0x01]); // IER: received-data interrupt
+        let capacity = s.input_space();
+        assert!(capacity > 0);
+        let big = vec![b'x'; capacity + 10];
+        assert_eq!(s.enqueue_input(&big), capacity);
+        assert_eq!(s.enqueue_input(b"y"), 0);
+        assert_eq!(irq.read().unwrap(), 1);
+        let mut lsr = [0u8];
+        s.read(0x3f8, 5, &mut lsr);
+        assert_eq!(lsr[0] & 1, 1, "data ready");
+        let mut rbr = [0u8];
+        s.read(0x3f8, 0, &mut rbr);
+        assert_eq!(rbr[0], b'x');
+        assert_eq!(s.input_space(), 1);
+    }
+
+    #[test]
+    fn broken_output_never_stops_the_guest() {
+        let (mut s, _) = serial(Box::new(Broken));
+        for _ in 0..3 {
+            s.write(0x3f8, 0, b"z");
+        }
+        let mut lsr = [0u8];
+        s.read(0x3f8, 5, &mut lsr);
+        assert_ne!(lsr[0] & 0x20, 0, "THR still empty");
+    }
+
+    #[test]
+    fn scratch_register_and_odd_offsets() {
+        let (mut s, _) = serial(Box::new(io::sink()));
+        s.write(0x3f8, 7, &[0xa5]);
+        let mut v = [0u8; 2];
+        s.read(0x3f8, 7, &mut v);
+        assert_eq!(v, [0xa5, 0]);
+        s.write(0x3f8, 1 << 40, &[1]); // never panics on a huge offset
+        s.write(0x3f8, 0, &[]);
+    }
+}
