@@ -98,7 +98,7 @@ impl Ioapic {
             REG_REDIRECTION_FIRST..=REG_REDIRECTION_LAST => {
                 let index = (reg - REG_REDIRECTION_FIRST) as usize;
                 let entry = self.entries[index / 2];
-                if index % 2 == 0 {
+                if index.is_multiple_of(2) {
                     entry as u32
                 } else {
                     (entry >> 32) as u32
@@ -115,7 +115,7 @@ impl Ioapic {
                 let index = (reg - REG_REDIRECTION_FIRST) as usize;
                 let pin = index / 2;
                 let old = self.entries[pin];
-                let merged = if index % 2 == 0 {
+                let merged = if index.is_multiple_of(2) {
                     (old & !0xffff_ffff) | u64::from(value)
                 } else {
                     (old & 0xffff_ffff) | (u64::from(value) << 32)

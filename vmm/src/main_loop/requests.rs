@@ -1,0 +1,154 @@
+//! Run-state requests (QEMU's qemu_system_*_request): any thread sets a flag and wakes the
+//! loop; `main_loop_should_exit` consumes them in QEMU's order. Threads that need to know the
+//! outcome wait on the published run state.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::notify::LoopNotifier;
+use super::runstate::RunState;
+
+/// Why the VM is shutting down or resetting (QEMU's ShutdownCause).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownCause {
+    None,
+    HostError,
+    HostQmpQuit,
+    HostQmpSystemReset,
+    /// SIGINT, SIGTERM or SIGHUP.
+    HostSignal(i32),
+    /// The user asked through the console (Ctrl-A x).
+    HostUi,
+    GuestShutdown,
+    GuestReset,
+    GuestPanic,
+    SubsystemReset,
+    SnapshotLoad,
+}
+
+/// What has been asked and not yet handled.
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub shutdown: Option<(ShutdownCause, Option<i32>)>,
+    pub reset: Option<ShutdownCause>,
+    pub powerdown: bool,
+    pub vmstop: Option<RunState>,
+    pub wakeup: bool,
+    pub suspend: bool,
+    pub debug: bool,
+    pub vm_start: bool,
+}
+
+pub struct Requests {
+    pending: Mutex<Pending>,
+    notifier: LoopNotifier,
+    no_reboot: AtomicBool,
+    /// The run state as last published by the loop, for waiters on other threads.
+    state: Mutex<RunState>,
+    state_changed: Condvar,
+}
+
+impl Requests {
+    pub(crate) fn new(notifier: LoopNotifier) -> Requests {
+        Requests {
+            pending: Mutex::new(Pending::default()),
+            notifier,
+            no_reboot: AtomicBool::new(false),
+            state: Mutex::new(RunState::Prelaunch),
+            state_changed: Condvar::new(),
+        }
+    }
+
+    fn file(&self, set: impl FnOnce(&mut Pending)) {
+        set(&mut self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        self.notifier.notify();
+    }
+
+    /// Takes one request out (on the loop thread).
+    pub(crate) fn take<T>(&self, get: impl FnOnce(&mut Pending) -> T) -> T {
+        get(&mut self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Ends the VM. The first cause filed wins until it is handled.
+    pub fn shutdown_request(&self, cause: ShutdownCause) {
+        self.file(|p| {
+            p.shutdown.get_or_insert((cause, None));
+        });
+    }
+
+    /// Ends the VM with an exit status (the guest's debug-exit port).
+    pub fn shutdown_request_with_status(&self, cause: ShutdownCause, status: i32) {
+        self.file(|p| {
+            p.shutdown.get_or_insert((cause, Some(status)));
+        });
+    }
+
+    pub fn reset_request(&self, cause: ShutdownCause) {
+        self.file(|p| p.reset = Some(cause));
+    }
+
+    pub fn powerdown_request(&self) {
+        self.file(|p| p.powerdown = true);
+    }
+
+    /// Stops the vCPUs and moves to `state` (Paused for a plain stop).
+    pub fn vmstop_request(&self, state: RunState) {
+        self.file(|p| {
+            p.vmstop = Some(state);
+            p.vm_start = false;
+        });
+    }
+
+    /// Resumes a stopped VM ("cont").
+    pub fn vm_start_request(&self) {
+        self.file(|p| {
+            p.vm_start = true;
+            p.vmstop = None;
+        });
+    }
+
+    pub fn wakeup_request(&self) {
+        self.file(|p| p.wakeup = true);
+    }
+
+    pub fn suspend_request(&self) {
+        self.file(|p| p.suspend = true);
+    }
+
+    pub fn debug_request(&self) {
+        self.file(|p| p.debug = true);
+    }
+
+    /// With no-reboot set, a reset request becomes a shutdown (QEMU's -no-reboot).
+    pub fn set_no_reboot(&self, no_reboot: bool) {
+        self.no_reboot.store(no_reboot, Ordering::Relaxed);
+    }
+
+    pub fn no_reboot(&self) -> bool {
+        self.no_reboot.load(Ordering::Relaxed)
+    }
+
+    /// The current run state.
+    pub fn state(&self) -> RunState {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn publish_state(&self, state: RunState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        self.state_changed.notify_all();
+    }
+
+    /// Waits until the run state satisfies `done`; returns the state, or None on timeout.
+    pub fn wait_for_state(&self, done: impl Fn(RunState) -> bool, timeout: Duration) -> Option<RunState> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if done(*state) {
+                return Some(*state);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            state = self.state_changed.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+}
