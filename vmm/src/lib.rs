@@ -1,9 +1,20 @@
 //! vmm: one process runs one KVM virtual machine.
 //!
-//! The pieces, each in its own module:
-//! - `main_loop`: QEMU vl.c-style loop on GLib (clocks, timers, bottom halves, fd handlers,
-//!   signalfd, run-state requests and `main_loop_should_exit`).
+//! - `main_loop`: the QEMU vl.c-style loop on GLib (clocks, timers, bottom halves, fd
+//!   handlers, signalfd, run-state requests and `main_loop_should_exit`).
 //! - `arch`: x86_64 boot-time state (memory layout, CPUID, registers, e820, MP table).
+//! - `vm`, `vcpu`: the KVM VM (RAM, split irqchip, MSI routes) and the vCPU threads.
+//! - `loader`: kernel, initrd, command line and boot tables into guest RAM.
+//! - `machine`: all of it assembled from a `config::VmConfig`; what the main loop drives.
+//! - `cli`, `console`, `logger`: the `vmm` launcher's command line, terminal and log output.
 
 pub mod arch;
+pub mod cli;
+pub mod config;
+pub mod console;
+pub mod loader;
+pub mod logger;
+pub mod machine;
 pub mod main_loop;
+pub mod vcpu;
+pub mod vm;

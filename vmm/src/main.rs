@@ -1,1 +1,126 @@
-fn main() {}
+//! `vmm`: the standalone launcher. `vmm run` boots one guest and exits when it ends.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use vmm::cli::{self, Cli, Command, RunArgs};
+use vmm::config::{SerialConfig, VmConfig};
+use vmm::console::{self, StdinForwarder};
+use vmm::machine::Machine;
+use vmm::main_loop::{signals, LoopExit, MainLoop, ShutdownCause};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => ExitCode::from(run(&args)),
+    }
+}
+
+/// Runs one VM; returns the process exit status.
+fn run(args: &RunArgs) -> u8 {
+    vmm::logger::init(args.log_level);
+    let config = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    // Before any thread exists, so that every thread inherits the blocked set and the
+    // signals reach only the main loop's signalfd.
+    if let Err(e) = signals::block_host_signals() {
+        return fail(&e.to_string());
+    }
+    let serial_out = match open_serial_output(&config) {
+        Ok(out) => out,
+        Err(e) => return fail(&e),
+    };
+    let mut main_loop = match MainLoop::new() {
+        Ok(l) => l,
+        Err(e) => return fail(&format!("main loop: {e}")),
+    };
+    let requests = main_loop.requests();
+    requests.set_no_reboot(config.no_reboot);
+    let mut machine = match Machine::new(&config, requests.clone(), serial_out) {
+        Ok(m) => m,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if config.serial == SerialConfig::Stdio {
+        if let Err(e) = attach_stdin(&main_loop, &machine, requests) {
+            return fail(&e);
+        }
+    }
+    main_loop.vm_start(&mut machine);
+    let exit = main_loop.run(&mut machine);
+    machine.stop();
+    console::restore_terminal();
+    exit_status(&exit)
+}
+
+fn fail(message: &str) -> u8 {
+    console::restore_terminal();
+    eprintln!("vmm: {message}");
+    1
+}
+
+/// The console's output: each guest byte is one write(2), unbuffered, like the peers.
+fn open_serial_output(config: &VmConfig) -> Result<Box<dyn Write + Send>, String> {
+    match &config.serial {
+        SerialConfig::Stdio => {
+            let stdout = std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("cannot use stdout for the console: {e}"))?;
+            Ok(Box::new(File::from(stdout)))
+        }
+        SerialConfig::File(path) => File::create(path)
+            .map(|f| Box::new(f) as Box<dyn Write + Send>)
+            .map_err(|e| {
+                format!(
+                    "--serial file={}: {}",
+                    path.display(),
+                    cli::describe_io_error(&e)
+                )
+            }),
+        SerialConfig::None => Ok(Box::new(std::io::sink())),
+    }
+}
+
+/// Feeds stdin to the UART from the main loop; the terminal goes raw if it is one.
+fn attach_stdin(
+    main_loop: &MainLoop,
+    machine: &Machine,
+    requests: Arc<vmm::main_loop::Requests>,
+) -> Result<(), String> {
+    let is_terminal = console::enter_raw_mode()?;
+    let mut forwarder = StdinForwarder::new(machine.serial().clone(), requests, is_terminal);
+    let aio = main_loop.aio();
+    let aio_for_handler = aio.clone();
+    aio.set_fd_handler(
+        libc::STDIN_FILENO,
+        Some(Box::new(move || match forwarder.on_readable() {
+            Ok(true) => {}
+            Ok(false) => aio_for_handler.set_fd_handler(libc::STDIN_FILENO, None, None),
+            Err(e) => {
+                log::warn!("console input: {e}");
+                aio_for_handler.set_fd_handler(libc::STDIN_FILENO, None, None);
+            }
+        })),
+        None,
+    );
+    Ok(())
+}
+
+/// How the guest ended, as a process exit status.
+fn exit_status(exit: &LoopExit) -> u8 {
+    match exit.cause {
+        ShutdownCause::HostSignal(signo) => {
+            eprintln!("vmm: terminating on signal {signo}");
+            0
+        }
+        ShutdownCause::HostError => exit.status.unwrap_or(1).clamp(0, 255) as u8,
+        ShutdownCause::GuestPanic => 1,
+        _ => exit.status.unwrap_or(0).clamp(0, 255) as u8,
+    }
+}

@@ -73,7 +73,11 @@ fn poll_timeout_ms(deadline_ns: i64) -> i32 {
 unsafe extern "C" fn aio_prepare(source: *mut ffi::GSource, timeout: *mut i32) -> ffi::gboolean {
     // SAFETY: GLib calls prepare only on our live source.
     let inner = unsafe { inner_of(source) };
-    let ms = if inner.bhs.has_pending() { 0 } else { poll_timeout_ms(inner.timers.deadline_ns()) };
+    let ms = if inner.bhs.has_pending() {
+        0
+    } else {
+        poll_timeout_ms(inner.timers.deadline_ns())
+    };
     // SAFETY: GLib passes a valid out-pointer.
     unsafe { *timeout = ms };
     ffi::gboolean::from(ms == 0)
@@ -93,7 +97,11 @@ unsafe extern "C" fn aio_check(source: *mut ffi::GSource) -> ffi::gboolean {
     ffi::gboolean::from(ready)
 }
 
-unsafe extern "C" fn aio_dispatch(source: *mut ffi::GSource, _: ffi::GSourceFunc, _: ffi::gpointer) -> ffi::gboolean {
+unsafe extern "C" fn aio_dispatch(
+    source: *mut ffi::GSource,
+    _: ffi::GSourceFunc,
+    _: ffi::gpointer,
+) -> ffi::gboolean {
     // SAFETY: GLib calls dispatch only on our live source.
     let inner = unsafe { inner_of(source) };
     inner.notifier.clear();
@@ -153,7 +161,11 @@ impl AioContext {
         // aio_finalize. The notifier fd outlives the source (the source keeps `inner` alive).
         unsafe {
             (*(source as *mut AioSource)).inner = Rc::into_raw(inner.clone());
-            inner.notifier_tag.set(ffi::g_source_add_unix_fd(source, inner.notifier.fd(), ffi::G_IO_IN));
+            inner.notifier_tag.set(ffi::g_source_add_unix_fd(
+                source,
+                inner.notifier.fd(),
+                ffi::G_IO_IN,
+            ));
         }
         inner.source.set(source);
         Ok(AioContext { inner })
@@ -276,7 +288,10 @@ mod tests {
         }
         t.join().unwrap();
         let waited = start.elapsed();
-        assert!(waited >= Duration::from_millis(25) && waited < Duration::from_secs(2), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(25) && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
     }
 
     #[test]
@@ -325,7 +340,11 @@ mod tests {
         while order.lock().unwrap().len() < 3 {
             ctx.iteration(true);
         }
-        assert!(start.elapsed() >= Duration::from_millis(19), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(19),
+            "{:?}",
+            start.elapsed()
+        );
         aio.destroy();
     }
 }

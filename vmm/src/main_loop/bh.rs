@@ -31,17 +31,24 @@ pub struct BhQueue {
 
 impl BhQueue {
     pub fn new(notifier: LoopNotifier) -> Arc<BhQueue> {
-        Arc::new(BhQueue { pending: Mutex::new(Vec::new()), notifier })
+        Arc::new(BhQueue {
+            pending: Mutex::new(Vec::new()),
+            notifier,
+        })
     }
 
     fn push(&self, bh: Arc<Bh>) {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(bh);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(bh);
     }
 
     /// True if some BH waits to run.
     pub fn has_pending(&self) -> bool {
         let list = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        list.iter().any(|bh| bh.flags.load(Ordering::Acquire) & BH_SCHEDULED != 0)
+        list.iter()
+            .any(|bh| bh.flags.load(Ordering::Acquire) & BH_SCHEDULED != 0)
     }
 
     /// Runs the batch pending now (aio_bh_poll); returns how many callbacks ran.
@@ -49,7 +56,9 @@ impl BhQueue {
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         let mut ran = 0;
         for bh in batch {
-            let old = bh.flags.fetch_and(!(BH_PENDING | BH_SCHEDULED), Ordering::AcqRel);
+            let old = bh
+                .flags
+                .fetch_and(!(BH_PENDING | BH_SCHEDULED), Ordering::AcqRel);
             if old & BH_SCHEDULED == 0 || old & BH_DELETED != 0 {
                 continue;
             }
@@ -68,7 +77,11 @@ impl BhQueue {
 
     /// A new, unscheduled bottom half.
     pub fn bh_new(self: &Arc<Self>, callback: impl FnMut() + Send + 'static) -> Arc<Bh> {
-        Arc::new(Bh { flags: AtomicU32::new(0), callback: Mutex::new(Some(Box::new(callback))), queue: self.clone() })
+        Arc::new(Bh {
+            flags: AtomicU32::new(0),
+            callback: Mutex::new(Some(Box::new(callback))),
+            queue: self.clone(),
+        })
     }
 
     /// Runs `callback` once on the loop thread (aio_bh_schedule_oneshot).
@@ -96,7 +109,9 @@ impl Bh {
     }
 
     fn schedule_with(self: &Arc<Self>, extra: u32) {
-        let old = self.flags.fetch_or(BH_PENDING | BH_SCHEDULED | extra, Ordering::AcqRel);
+        let old = self
+            .flags
+            .fetch_or(BH_PENDING | BH_SCHEDULED | extra, Ordering::AcqRel);
         if old & BH_DELETED != 0 {
             return;
         }
@@ -199,9 +214,17 @@ mod tests {
         let q = BhQueue::new(notifier.clone());
         let bh = q.bh_new(|| {});
         std::thread::spawn(move || bh.schedule()).join().unwrap();
-        let mut fds = [libc::pollfd { fd: notifier.fd(), events: libc::POLLIN, revents: 0 }];
+        let mut fds = [libc::pollfd {
+            fd: notifier.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
         // SAFETY: one valid pollfd, zero timeout.
-        assert_eq!(unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) }, 1, "eventfd readable");
+        assert_eq!(
+            unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) },
+            1,
+            "eventfd readable"
+        );
         assert_eq!(q.poll(), 1);
     }
 }

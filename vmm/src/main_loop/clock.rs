@@ -14,7 +14,10 @@ pub enum ClockType {
 }
 
 fn clock_ns(id: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; both clock ids are always available.
     unsafe { libc::clock_gettime(id, &mut ts) };
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
@@ -41,7 +44,12 @@ impl Clocks {
     /// The virtual clock starts stopped, like a VM in prelaunch.
     pub fn new() -> Clocks {
         let now = clock_ns(libc::CLOCK_MONOTONIC);
-        Clocks { virtual_clock: Mutex::new(VirtualClock { stopped_total: now, stopped_at: Some(now) }) }
+        Clocks {
+            virtual_clock: Mutex::new(VirtualClock {
+                stopped_total: now,
+                stopped_at: Some(now),
+            }),
+        }
     }
 
     pub fn now_ns(&self, clock: ClockType) -> i64 {
@@ -50,7 +58,9 @@ impl Clocks {
             ClockType::Host => clock_ns(libc::CLOCK_REALTIME),
             ClockType::Virtual => {
                 let v = self.virtual_clock.lock().unwrap_or_else(|p| p.into_inner());
-                v.stopped_at.unwrap_or_else(|| clock_ns(libc::CLOCK_MONOTONIC)) - v.stopped_total
+                v.stopped_at
+                    .unwrap_or_else(|| clock_ns(libc::CLOCK_MONOTONIC))
+                    - v.stopped_total
             }
         }
     }
@@ -70,7 +80,11 @@ impl Clocks {
     }
 
     pub fn virtual_enabled(&self) -> bool {
-        self.virtual_clock.lock().unwrap_or_else(|p| p.into_inner()).stopped_at.is_none()
+        self.virtual_clock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stopped_at
+            .is_none()
     }
 }
 
@@ -85,7 +99,11 @@ mod tests {
         assert!(!clocks.virtual_enabled());
         let t0 = clocks.now_ns(ClockType::Virtual);
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(clocks.now_ns(ClockType::Virtual), t0, "stopped clock does not move");
+        assert_eq!(
+            clocks.now_ns(ClockType::Virtual),
+            t0,
+            "stopped clock does not move"
+        );
         clocks.enable_virtual(true);
         std::thread::sleep(Duration::from_millis(20));
         let t1 = clocks.now_ns(ClockType::Virtual);
@@ -93,7 +111,10 @@ mod tests {
         clocks.enable_virtual(false);
         let r0 = clocks.now_ns(ClockType::Realtime);
         std::thread::sleep(Duration::from_millis(20));
-        assert!(clocks.now_ns(ClockType::Realtime) - r0 >= 15_000_000, "realtime always runs");
+        assert!(
+            clocks.now_ns(ClockType::Realtime) - r0 >= 15_000_000,
+            "realtime always runs"
+        );
         let t2 = clocks.now_ns(ClockType::Virtual);
         std::thread::sleep(Duration::from_millis(10));
         assert_eq!(clocks.now_ns(ClockType::Virtual), t2);

@@ -79,10 +79,12 @@ impl MainLoop {
     pub fn new() -> Result<MainLoop, String> {
         let context = glib::MainContext::new();
         let clocks = Arc::new(Clocks::new());
-        let aio = AioContext::new(clocks.clone()).map_err(|e| format!("cannot create the loop's eventfd: {e}"))?;
+        let aio = AioContext::new(clocks.clone())
+            .map_err(|e| format!("cannot create the loop's eventfd: {e}"))?;
         aio.attach(&context);
         let requests = Arc::new(Requests::new(aio.notifier()));
-        signals::watch_host_signals(&aio, requests.clone()).map_err(|e| format!("cannot create the signalfd: {e}"))?;
+        signals::watch_host_signals(&aio, requests.clone())
+            .map_err(|e| format!("cannot create the signalfd: {e}"))?;
         Ok(MainLoop {
             context,
             aio,
@@ -227,7 +229,12 @@ impl MainLoop {
         None
     }
 
-    fn shutdown(&mut self, machine: &mut dyn Machine, cause: ShutdownCause, status: Option<i32>) -> Option<LoopExit> {
+    fn shutdown(
+        &mut self,
+        machine: &mut dyn Machine,
+        cause: ShutdownCause,
+        status: Option<i32>,
+    ) -> Option<LoopExit> {
         match self.shutdown_action {
             ShutdownAction::Exit => Some(LoopExit { cause, status }),
             ShutdownAction::Pause => {
@@ -243,7 +250,10 @@ impl MainLoop {
         machine.pause_vcpus();
         if let Err(e) = machine.reset(cause) {
             log::error!("reset failed: {e}");
-            return Some(LoopExit { cause: ShutdownCause::HostError, status: None });
+            return Some(LoopExit {
+                cause: ShutdownCause::HostError,
+                status: None,
+            });
         }
         self.emit(Event::Reset { cause });
         if was_running {

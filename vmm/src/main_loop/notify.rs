@@ -17,7 +17,9 @@ pub struct LoopNotifier {
 
 impl LoopNotifier {
     pub fn new() -> std::io::Result<LoopNotifier> {
-        Ok(LoopNotifier { event: Arc::new(EventFd::new(EFD_NONBLOCK)?) })
+        Ok(LoopNotifier {
+            event: Arc::new(EventFd::new(EFD_NONBLOCK)?),
+        })
     }
 
     pub fn notify(&self) {

@@ -140,7 +140,11 @@ impl Requests {
     }
 
     /// Waits until the run state satisfies `done`; returns the state, or None on timeout.
-    pub fn wait_for_state(&self, done: impl Fn(RunState) -> bool, timeout: Duration) -> Option<RunState> {
+    pub fn wait_for_state(
+        &self,
+        done: impl Fn(RunState) -> bool,
+        timeout: Duration,
+    ) -> Option<RunState> {
         let deadline = Instant::now() + timeout;
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -148,7 +152,11 @@ impl Requests {
                 return Some(*state);
             }
             let left = deadline.checked_duration_since(Instant::now())?;
-            state = self.state_changed.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0;
+            state = self
+                .state_changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 }

@@ -89,7 +89,11 @@ pub struct IllegalTransition {
 
 impl fmt::Display for IllegalTransition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid run state transition: '{}' -> '{}'", self.from, self.to)
+        write!(
+            f,
+            "invalid run state transition: '{}' -> '{}'",
+            self.from, self.to
+        )
     }
 }
 
@@ -126,7 +130,16 @@ mod tests {
     #[test]
     fn legal_paths() {
         let mut m = RunStateMachine::default();
-        for to in [Running, Paused, Running, Shutdown, Prelaunch, Running, InternalError, Prelaunch] {
+        for to in [
+            Running,
+            Paused,
+            Running,
+            Shutdown,
+            Prelaunch,
+            Running,
+            InternalError,
+            Prelaunch,
+        ] {
             m.set(to).unwrap_or_else(|e| panic!("{e}"));
         }
         assert_eq!(m.current(), Prelaunch);
@@ -139,8 +152,17 @@ mod tests {
         m.set(Running).unwrap();
         m.set(Shutdown).unwrap();
         let e = m.set(Running).unwrap_err();
-        assert_eq!(e, IllegalTransition { from: Shutdown, to: Running });
-        assert_eq!(e.to_string(), "invalid run state transition: 'shutdown' -> 'running'");
+        assert_eq!(
+            e,
+            IllegalTransition {
+                from: Shutdown,
+                to: Running
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "invalid run state transition: 'shutdown' -> 'running'"
+        );
         assert_eq!(m.current(), Shutdown, "state unchanged");
         assert!(!transition_allowed(Prelaunch, Debug));
         assert!(!transition_allowed(InternalError, Running));

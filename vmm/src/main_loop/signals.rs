@@ -28,7 +28,10 @@ pub fn block_host_signals() -> nix::Result<()> {
 
 /// Watches the host signals through a signalfd on `aio`.
 pub fn watch_host_signals(aio: &AioContext, requests: Arc<Requests>) -> nix::Result<()> {
-    let signal_fd = SignalFd::with_flags(&host_signals(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    let signal_fd = SignalFd::with_flags(
+        &host_signals(),
+        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+    )?;
     let fd = signal_fd.as_raw_fd();
     aio.set_fd_handler(
         fd,

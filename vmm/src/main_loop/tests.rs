@@ -53,7 +53,12 @@ fn reset_pauses_resets_and_resumes() {
     ml.requests().reset_request(ShutdownCause::GuestReset);
     assert_eq!(ml.main_loop_should_exit(&mut m), None);
     assert_eq!(m.calls, vec!["pause", "reset GuestReset", "resume"]);
-    assert_eq!(*events.lock().unwrap(), vec![Event::Reset { cause: ShutdownCause::GuestReset }]);
+    assert_eq!(
+        *events.lock().unwrap(),
+        vec![Event::Reset {
+            cause: ShutdownCause::GuestReset
+        }]
+    );
     assert_eq!(ml.state(), RunState::Running);
 }
 
@@ -63,9 +68,20 @@ fn no_reboot_turns_reset_into_shutdown() {
     ml.requests().set_no_reboot(true);
     ml.requests().reset_request(ShutdownCause::GuestReset);
     let exit = ml.main_loop_should_exit(&mut m);
-    assert_eq!(exit, Some(LoopExit { cause: ShutdownCause::GuestReset, status: None }));
+    assert_eq!(
+        exit,
+        Some(LoopExit {
+            cause: ShutdownCause::GuestReset,
+            status: None
+        })
+    );
     assert!(m.calls.is_empty(), "no reset performed: {:?}", m.calls);
-    assert_eq!(*events.lock().unwrap(), vec![Event::Shutdown { cause: ShutdownCause::GuestReset }]);
+    assert_eq!(
+        *events.lock().unwrap(),
+        vec![Event::Shutdown {
+            cause: ShutdownCause::GuestReset
+        }]
+    );
 }
 
 #[test]
@@ -76,7 +92,13 @@ fn shutdown_comes_before_reset_and_keeps_its_status() {
     r.shutdown_request_with_status(ShutdownCause::GuestShutdown, 7);
     r.shutdown_request(ShutdownCause::HostSignal(15)); // first cause wins
     let exit = ml.main_loop_should_exit(&mut m);
-    assert_eq!(exit, Some(LoopExit { cause: ShutdownCause::GuestShutdown, status: Some(7) }));
+    assert_eq!(
+        exit,
+        Some(LoopExit {
+            cause: ShutdownCause::GuestShutdown,
+            status: Some(7)
+        })
+    );
     assert!(m.calls.is_empty());
 }
 
@@ -95,8 +117,14 @@ fn vmstop_pauses_and_stops_the_virtual_clock_then_cont_resumes() {
     assert_eq!(m.calls, vec!["pause", "resume"]);
     assert!(ml.clocks().virtual_enabled());
     let ev = events.lock().unwrap();
-    assert!(ev.contains(&Event::Stop) && ev.contains(&Event::Resume), "{ev:?}");
-    assert!(ev.contains(&Event::StateChanged { from: RunState::Running, to: RunState::Paused }));
+    assert!(
+        ev.contains(&Event::Stop) && ev.contains(&Event::Resume),
+        "{ev:?}"
+    );
+    assert!(ev.contains(&Event::StateChanged {
+        from: RunState::Running,
+        to: RunState::Paused
+    }));
 }
 
 #[test]
@@ -132,7 +160,8 @@ fn shutdown_action_pause_keeps_the_loop() {
     assert_eq!(ml.main_loop_should_exit(&mut m), None);
     assert_eq!(ml.state(), RunState::Shutdown);
     // A reset from Shutdown leaves the VM paused, ready to be started again.
-    ml.requests().reset_request(ShutdownCause::HostQmpSystemReset);
+    ml.requests()
+        .reset_request(ShutdownCause::HostQmpSystemReset);
     ml.main_loop_should_exit(&mut m);
     assert_eq!(ml.state(), RunState::Paused);
 }
@@ -163,12 +192,18 @@ fn request_from_another_thread_ends_a_blocked_run() {
 fn waiters_see_state_changes() {
     let (mut ml, mut m, _) = running();
     let r = ml.requests();
-    let waiter = std::thread::spawn(move || r.wait_for_state(|s| s == RunState::Paused, Duration::from_secs(5)));
+    let waiter = std::thread::spawn(move || {
+        r.wait_for_state(|s| s == RunState::Paused, Duration::from_secs(5))
+    });
     std::thread::sleep(Duration::from_millis(10));
     ml.requests().vmstop_request(RunState::Paused);
     ml.main_loop_should_exit(&mut m);
     assert_eq!(waiter.join().unwrap(), Some(RunState::Paused));
-    assert_eq!(ml.requests().wait_for_state(|s| s == RunState::Running, Duration::from_millis(10)), None);
+    assert_eq!(
+        ml.requests()
+            .wait_for_state(|s| s == RunState::Running, Duration::from_millis(10)),
+        None
+    );
 }
 
 /// SIGTERM to a process whose threads block it arrives through the signalfd as a shutdown
@@ -196,5 +231,8 @@ fn sigterm_becomes_a_host_signal_shutdown() {
     let mut status = 0;
     // SAFETY: waiting for our own child.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child status {status:#x}"
+    );
 }

@@ -34,7 +34,12 @@ pub struct Timer {
 
 impl TimerLists {
     pub fn new(clocks: Arc<Clocks>, notifier: LoopNotifier) -> Arc<TimerLists> {
-        Arc::new(TimerLists { clocks, notifier, entries: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1) })
+        Arc::new(TimerLists {
+            clocks,
+            notifier,
+            entries: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
@@ -42,10 +47,24 @@ impl TimerLists {
     }
 
     /// A new, disarmed timer on `clock`.
-    pub fn timer_new(self: &Arc<Self>, clock: ClockType, callback: impl FnMut() + Send + 'static) -> Timer {
+    pub fn timer_new(
+        self: &Arc<Self>,
+        clock: ClockType,
+        callback: impl FnMut() + Send + 'static,
+    ) -> Timer {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, Entry { clock, deadline: None, callback: Some(Box::new(callback)) });
-        Timer { id, lists: self.clone() }
+        self.lock().insert(
+            id,
+            Entry {
+                clock,
+                deadline: None,
+                callback: Some(Box::new(callback)),
+            },
+        );
+        Timer {
+            id,
+            lists: self.clone(),
+        }
     }
 
     /// Nanoseconds until the nearest deadline (0 if one is due), or -1 if no timer is armed.
@@ -68,7 +87,11 @@ impl TimerLists {
             let mut due: Vec<(i64, u64)> = entries
                 .iter()
                 .filter(|(_, e)| e.clock != ClockType::Virtual || virtual_running)
-                .filter_map(|(id, e)| e.deadline.filter(|d| *d <= self.clocks.now_ns(e.clock)).map(|d| (d, *id)))
+                .filter_map(|(id, e)| {
+                    e.deadline
+                        .filter(|d| *d <= self.clocks.now_ns(e.clock))
+                        .map(|d| (d, *id))
+                })
                 .collect();
             due.sort_unstable();
             for (_, id) in &due {
@@ -80,7 +103,8 @@ impl TimerLists {
         };
         let mut ran = 0;
         for id in due {
-            let Some(mut callback) = self.lock().get_mut(&id).and_then(|e| e.callback.take()) else {
+            let Some(mut callback) = self.lock().get_mut(&id).and_then(|e| e.callback.take())
+            else {
                 continue;
             };
             callback();
@@ -120,7 +144,10 @@ impl Timer {
     }
 
     pub fn is_pending(&self) -> bool {
-        self.lists.lock().get(&self.id).is_some_and(|e| e.deadline.is_some())
+        self.lists
+            .lock()
+            .get(&self.id)
+            .is_some_and(|e| e.deadline.is_some())
     }
 }
 
@@ -137,7 +164,10 @@ mod tests {
 
     fn lists() -> (Arc<TimerLists>, Arc<Clocks>) {
         let clocks = Arc::new(Clocks::new());
-        (TimerLists::new(clocks.clone(), LoopNotifier::new().unwrap()), clocks)
+        (
+            TimerLists::new(clocks.clone(), LoopNotifier::new().unwrap()),
+            clocks,
+        )
     }
 
     #[test]
@@ -179,7 +209,11 @@ mod tests {
         timer.mod_in_ns(-1);
         *slot.lock().unwrap() = Some(timer);
         assert_eq!(l.run_expired(), 1);
-        assert_eq!(l.run_expired(), 1, "re-armed for the next pass, not run twice in one");
+        assert_eq!(
+            l.run_expired(),
+            1,
+            "re-armed for the next pass, not run twice in one"
+        );
         assert_eq!(count.load(Ordering::SeqCst), 2);
         slot.lock().unwrap().take();
         assert_eq!(l.run_expired(), 0, "dropped timer is gone");

@@ -29,7 +29,8 @@ pub fn filter_cpuid(cpuid: &mut CpuId, index: u8, count: u8) -> Result<()> {
     for entry in cpuid.as_mut_slice() {
         match entry.function {
             LEAF_FEATURES => {
-                entry.ebx = (apic_id << 24) | (u32::from(count) << 16) | (CLFLUSH_LINE_8_BYTES << 8);
+                entry.ebx =
+                    (apic_id << 24) | (u32::from(count) << 16) | (CLFLUSH_LINE_8_BYTES << 8);
                 entry.ecx |= ECX_HYPERVISOR;
                 if count > 1 {
                     entry.edx |= EDX_HTT;
@@ -70,15 +71,36 @@ mod tests {
     use kvm_bindings::kvm_cpuid_entry2;
 
     fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
-        kvm_cpuid_entry2 { function, index, eax: 0xffff_ffff, ebx: 0xffff_ffff, ecx: 0, edx: 0, ..Default::default() }
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            eax: 0xffff_ffff,
+            ebx: 0xffff_ffff,
+            ecx: 0,
+            edx: 0,
+            ..Default::default()
+        }
     }
 
     fn synthetic() -> CpuId {
-        CpuId::from_entries(&[entry(0, 0), entry(1, 0), entry(4, 0), entry(6, 0), entry(0xa, 0), entry(0xb, 0), entry(0xb, 1), entry(0xb, 2)]).unwrap()
+        CpuId::from_entries(&[
+            entry(0, 0),
+            entry(1, 0),
+            entry(4, 0),
+            entry(6, 0),
+            entry(0xa, 0),
+            entry(0xb, 0),
+            entry(0xb, 1),
+            entry(0xb, 2),
+        ])
+        .unwrap()
     }
 
     fn find(c: &CpuId, function: u32, index: u32) -> kvm_cpuid_entry2 {
-        *c.as_slice().iter().find(|e| e.function == function && e.index == index).unwrap()
+        *c.as_slice()
+            .iter()
+            .find(|e| e.function == function && e.index == index)
+            .unwrap()
     }
 
     #[test]
@@ -94,9 +116,16 @@ mod tests {
         assert_eq!(find(&c, 6, 0).eax, 0);
         assert_eq!(find(&c, 0xa, 0).eax, 0);
         let core = find(&c, 0xb, 1);
-        assert_eq!((core.eax, core.ebx, core.ecx >> 8, core.edx), (2, 4, TOPOLOGY_LEVEL_CORE, 3));
+        assert_eq!(
+            (core.eax, core.ebx, core.ecx >> 8, core.edx),
+            (2, 4, TOPOLOGY_LEVEL_CORE, 3)
+        );
         assert_eq!(find(&c, 0xb, 0).edx, 3);
-        assert_eq!(find(&c, 0xb, 2).ecx >> 8, 0, "invalid level terminates the list");
+        assert_eq!(
+            find(&c, 0xb, 2).ecx >> 8,
+            0,
+            "invalid level terminates the list"
+        );
         assert_eq!(find(&c, 0, 0).eax, 0xffff_ffff, "other leaves untouched");
     }
 
@@ -114,9 +143,14 @@ mod tests {
             eprintln!("skipped: /dev/kvm is not usable");
             return;
         };
-        let mut c = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).unwrap();
+        let mut c = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .unwrap();
         filter_cpuid(&mut c, 1, 2).unwrap();
         assert_eq!(find(&c, 1, 0).ebx >> 24, 1);
-        assert!(c.as_slice().iter().any(|e| e.function == 0x4000_0000), "KVM hypervisor leaf kept");
+        assert!(
+            c.as_slice().iter().any(|e| e.function == 0x4000_0000),
+            "KVM hypervisor leaf kept"
+        );
     }
 }

@@ -13,7 +13,9 @@ pub const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
 }
 
 fn base(entry: u64) -> u64 {
-    ((entry & 0xff00_0000_0000_0000) >> 32) | ((entry & 0x0000_00ff_0000_0000) >> 16) | ((entry & 0x0000_0000_ffff_0000) >> 16)
+    ((entry & 0xff00_0000_0000_0000) >> 32)
+        | ((entry & 0x0000_00ff_0000_0000) >> 16)
+        | ((entry & 0x0000_0000_ffff_0000) >> 16)
 }
 
 fn limit(entry: u64) -> u32 {
@@ -52,7 +54,10 @@ mod tests {
     fn code64_segment() {
         let e = gdt_entry(0xa09b, 0, 0xfffff);
         let s = kvm_segment_from_gdt(e, 1);
-        assert_eq!((s.selector, s.type_, s.present, s.l, s.db, s.g, s.s, s.dpl), (8, 0xb, 1, 1, 0, 1, 1, 0));
+        assert_eq!(
+            (s.selector, s.type_, s.present, s.l, s.db, s.g, s.s, s.dpl),
+            (8, 0xb, 1, 1, 0, 1, 1, 0)
+        );
         assert_eq!(s.limit, 0xffff_ffff);
         assert_eq!(s.base, 0);
     }
@@ -61,7 +66,10 @@ mod tests {
     fn base_and_byte_limit_round_trip() {
         let e = gdt_entry(0x008b, 0x1234_5678, 0x67);
         let s = kvm_segment_from_gdt(e, 3);
-        assert_eq!((s.base, s.limit, s.type_, s.g, s.s), (0x1234_5678, 0x67, 0xb, 0, 0));
+        assert_eq!(
+            (s.base, s.limit, s.type_, s.g, s.s),
+            (0x1234_5678, 0x67, 0xb, 0, 0)
+        );
         assert_eq!(kvm_segment_from_gdt(0, 0).unusable, 1);
     }
 }

@@ -24,7 +24,9 @@ pub fn initrd_load_addr(mem: &GuestMemoryMmap, size: usize) -> Result<GuestAddre
         .find_region(GuestAddress(0))
         .map(|r| r.len())
         .ok_or(Error::Table("a RAM map without low memory"))?;
-    let top = low_end.checked_sub(size as u64).ok_or(Error::InitrdTooLarge(size))?;
+    let top = low_end
+        .checked_sub(size as u64)
+        .ok_or(Error::InitrdTooLarge(size))?;
     let addr = top & !0xfff;
     if addr < HIGH_RAM_START {
         return Err(Error::InitrdTooLarge(size));
@@ -34,7 +36,9 @@ pub fn initrd_load_addr(mem: &GuestMemoryMmap, size: usize) -> Result<GuestAddre
 
 /// The low RAM end (bytes of RAM below the MMIO gap).
 pub fn low_ram_end(mem: &GuestMemoryMmap) -> u64 {
-    mem.find_region(GuestAddress(0)).map(|r| r.last_addr().raw_value() + 1).unwrap_or(0)
+    mem.find_region(GuestAddress(0))
+        .map(|r| r.last_addr().raw_value() + 1)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -43,8 +47,14 @@ mod tests {
 
     #[test]
     fn regions_split_at_the_gap() {
-        assert_eq!(arch_memory_regions(512 << 20), vec![(GuestAddress(0), 512 << 20)]);
-        assert_eq!(arch_memory_regions(3 << 30), vec![(GuestAddress(0), 3 << 30)]);
+        assert_eq!(
+            arch_memory_regions(512 << 20),
+            vec![(GuestAddress(0), 512 << 20)]
+        );
+        assert_eq!(
+            arch_memory_regions(3 << 30),
+            vec![(GuestAddress(0), 3 << 30)]
+        );
         assert_eq!(
             arch_memory_regions(6 << 30),
             vec![(GuestAddress(0), 3 << 30), (GuestAddress(4 << 30), 3 << 30)]
@@ -54,7 +64,10 @@ mod tests {
     #[test]
     fn initrd_goes_high_and_aligned() {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap();
-        assert_eq!(initrd_load_addr(&mem, 0x1234).unwrap(), GuestAddress((64 << 20) - 0x2000));
+        assert_eq!(
+            initrd_load_addr(&mem, 0x1234).unwrap(),
+            GuestAddress((64 << 20) - 0x2000)
+        );
         assert!(initrd_load_addr(&mem, 64 << 20).is_err());
         assert_eq!(low_ram_end(&mem), 64 << 20);
     }

@@ -3,7 +3,9 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::layout::{APIC_START, BDA_EBDA_SEGMENT, EBDA_START, HIGH_RAM_START, IOAPIC_START, MPTABLE_START};
+use super::layout::{
+    APIC_START, BDA_EBDA_SEGMENT, EBDA_START, HIGH_RAM_START, IOAPIC_START, MPTABLE_START,
+};
 use super::{Error, Result};
 
 const MPC_SPEC_REV: u8 = 4;
@@ -45,7 +47,11 @@ pub fn build_mptable(num_cpus: u8, table_addr: u64) -> Result<Vec<u8>> {
     entries.extend_from_slice(&(IOAPIC_START as u32).to_le_bytes());
     for irq in 0..ISA_IRQS {
         // ISA IRQ n -> IOAPIC pin n, bus defaults (edge, active high).
-        let kind = if irq == 0 { INT_TYPE_EXTINT } else { INT_TYPE_INT };
+        let kind = if irq == 0 {
+            INT_TYPE_EXTINT
+        } else {
+            INT_TYPE_INT
+        };
         entries.extend_from_slice(&[3, kind, 0, 0, 0, irq, ioapic_id, irq]);
     }
     entries.extend_from_slice(&[4, INT_TYPE_EXTINT, 0, 0, 0, 0, 0xff, 0]); // LINT0
@@ -114,9 +120,21 @@ mod tests {
             let count = u16::from_le_bytes([config[34], config[35]]);
             assert_eq!(count, u16::from(cpus) + 20);
             let processors: Vec<&[u8]> = config[44..].chunks(20).take(cpus as usize).collect();
-            assert!(processors.iter().all(|p| p[0] == 0 && p[3] & CPU_ENABLED != 0));
-            assert_eq!(processors.iter().filter(|p| p[3] & CPU_BOOT_PROCESSOR != 0).count(), 1);
-            assert_eq!(processors.last().unwrap()[1], cpus - 1, "APIC ids are the indexes");
+            assert!(processors
+                .iter()
+                .all(|p| p[0] == 0 && p[3] & CPU_ENABLED != 0));
+            assert_eq!(
+                processors
+                    .iter()
+                    .filter(|p| p[3] & CPU_BOOT_PROCESSOR != 0)
+                    .count(),
+                1
+            );
+            assert_eq!(
+                processors.last().unwrap()[1],
+                cpus - 1,
+                "APIC ids are the indexes"
+            );
         }
     }
 
@@ -137,8 +155,12 @@ mod tests {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
         setup_mptable(&mem, 4).unwrap();
         let mut sig = [0u8; 4];
-        mem.read_slice(&mut sig, GuestAddress(MPTABLE_START)).unwrap();
+        mem.read_slice(&mut sig, GuestAddress(MPTABLE_START))
+            .unwrap();
         assert_eq!(&sig, b"_MP_");
-        assert_eq!(mem.read_obj::<u16>(GuestAddress(BDA_EBDA_SEGMENT)).unwrap(), 0x9fc0);
+        assert_eq!(
+            mem.read_obj::<u16>(GuestAddress(BDA_EBDA_SEGMENT)).unwrap(),
+            0x9fc0
+        );
     }
 }

@@ -80,10 +80,16 @@ pub fn setup_regs(vcpu: &VcpuFd, entry: &BootEntry) -> Result<()> {
             ..Default::default()
         },
     };
-    vcpu.set_regs(&regs).map_err(|e| Error::Kvm("KVM_SET_REGS", e))
+    vcpu.set_regs(&regs)
+        .map_err(|e| Error::Kvm("KVM_SET_REGS", e))
 }
 
-fn write_u64s(mem: &GuestMemoryMmap, what: &'static str, start: u64, values: impl Iterator<Item = u64>) -> Result<()> {
+fn write_u64s(
+    mem: &GuestMemoryMmap,
+    what: &'static str,
+    start: u64,
+    values: impl Iterator<Item = u64>,
+) -> Result<()> {
     for (i, value) in values.enumerate() {
         mem.write_obj(value, GuestAddress(start + 8 * i as u64))
             .map_err(|e| Error::GuestMemory(what, e))?;
@@ -93,14 +99,31 @@ fn write_u64s(mem: &GuestMemoryMmap, what: &'static str, start: u64, values: imp
 
 /// Identity map of 0..4 GiB with 2 MiB pages (present, writable).
 fn setup_page_tables(mem: &GuestMemoryMmap) -> Result<()> {
-    write_u64s(mem, "the PML4", PML4_START, std::iter::once(PDPTE_START | 0x3))?;
-    write_u64s(mem, "the PDPT", PDPTE_START, (0..PDE_COUNT).map(|i| (PDE_START + i * 0x1000) | 0x3))?;
-    write_u64s(mem, "the page directories", PDE_START, (0..512 * PDE_COUNT).map(|i| (i << 21) | 0x83))
+    write_u64s(
+        mem,
+        "the PML4",
+        PML4_START,
+        std::iter::once(PDPTE_START | 0x3),
+    )?;
+    write_u64s(
+        mem,
+        "the PDPT",
+        PDPTE_START,
+        (0..PDE_COUNT).map(|i| (PDE_START + i * 0x1000) | 0x3),
+    )?;
+    write_u64s(
+        mem,
+        "the page directories",
+        PDE_START,
+        (0..512 * PDE_COUNT).map(|i| (i << 21) | 0x83),
+    )
 }
 
 /// Segments, control registers and (Linux 64-bit) page tables for the boot vCPU.
 pub fn setup_sregs(mem: &GuestMemoryMmap, vcpu: &VcpuFd, entry: &BootEntry) -> Result<()> {
-    let mut sregs: kvm_sregs = vcpu.get_sregs().map_err(|e| Error::Kvm("KVM_GET_SREGS", e))?;
+    let mut sregs: kvm_sregs = vcpu
+        .get_sregs()
+        .map_err(|e| Error::Kvm("KVM_GET_SREGS", e))?;
     write_u64s(mem, "the boot GDT", BOOT_GDT_START, GDT.iter().copied())?;
     mem.write_obj(0u64, GuestAddress(BOOT_IDT_START))
         .map_err(|e| Error::GuestMemory("the boot IDT", e))?;
@@ -131,11 +154,16 @@ pub fn setup_sregs(mem: &GuestMemoryMmap, vcpu: &VcpuFd, entry: &BootEntry) -> R
             sregs.efer = 0;
         }
     }
-    vcpu.set_sregs(&sregs).map_err(|e| Error::Kvm("KVM_SET_SREGS", e))
+    vcpu.set_sregs(&sregs)
+        .map_err(|e| Error::Kvm("KVM_SET_SREGS", e))
 }
 
 pub fn setup_fpu(vcpu: &VcpuFd) -> Result<()> {
-    let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
+    let fpu = kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    };
     vcpu.set_fpu(&fpu).map_err(|e| Error::Kvm("KVM_SET_FPU", e))
 }
 
@@ -154,30 +182,45 @@ fn boot_msr_entries() -> Vec<kvm_msr_entry> {
         (MSR_MTRR_DEF_TYPE, MTRR_ENABLE | MTRR_TYPE_WRBACK),
     ]
     .into_iter()
-    .map(|(index, data)| kvm_msr_entry { index, data, ..Default::default() })
+    .map(|(index, data)| kvm_msr_entry {
+        index,
+        data,
+        ..Default::default()
+    })
     .collect()
 }
 
 pub fn setup_msrs(vcpu: &VcpuFd) -> Result<()> {
     let entries = boot_msr_entries();
     let msrs = Msrs::from_entries(&entries).map_err(|_| Error::Table("the boot MSR list"))?;
-    let written = vcpu.set_msrs(&msrs).map_err(|e| Error::Kvm("KVM_SET_MSRS", e))?;
+    let written = vcpu
+        .set_msrs(&msrs)
+        .map_err(|e| Error::Kvm("KVM_SET_MSRS", e))?;
     if written != entries.len() {
         // KVM stops at the first MSR it refuses; name it.
         let refused = entries.get(written).map(|e| e.index).unwrap_or(0);
-        return Err(Error::Kvm("KVM_SET_MSRS", kvm_ioctls::Error::new(libc::EINVAL)))
-            .inspect_err(|_| log::error!("KVM refused boot MSR {refused:#x}"));
+        return Err(Error::Kvm(
+            "KVM_SET_MSRS",
+            kvm_ioctls::Error::new(libc::EINVAL),
+        ))
+        .inspect_err(|_| log::error!("KVM refused boot MSR {refused:#x}"));
     }
     Ok(())
 }
 
 fn lapic_reg(state: &kvm_lapic_state, offset: usize) -> u32 {
-    let bytes: Vec<u8> = state.regs[offset..offset + 4].iter().map(|b| *b as u8).collect();
+    let bytes: Vec<u8> = state.regs[offset..offset + 4]
+        .iter()
+        .map(|b| *b as u8)
+        .collect();
     u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
 }
 
 fn set_lapic_reg(state: &mut kvm_lapic_state, offset: usize, value: u32) {
-    for (dst, src) in state.regs[offset..offset + 4].iter_mut().zip(value.to_le_bytes()) {
+    for (dst, src) in state.regs[offset..offset + 4]
+        .iter_mut()
+        .zip(value.to_le_bytes())
+    {
         *dst = src as _;
     }
 }
@@ -188,12 +231,23 @@ fn with_delivery_mode(lvt: u32, mode: u32) -> u32 {
 
 /// LINT0 as ExtINT and LINT1 as NMI, as a PC's BIOS leaves them.
 pub fn set_lint(vcpu: &VcpuFd) -> Result<()> {
-    let mut state = vcpu.get_lapic().map_err(|e| Error::Kvm("KVM_GET_LAPIC", e))?;
+    let mut state = vcpu
+        .get_lapic()
+        .map_err(|e| Error::Kvm("KVM_GET_LAPIC", e))?;
     let lvt0 = lapic_reg(&state, APIC_LVT0);
-    set_lapic_reg(&mut state, APIC_LVT0, with_delivery_mode(lvt0, APIC_MODE_EXTINT));
+    set_lapic_reg(
+        &mut state,
+        APIC_LVT0,
+        with_delivery_mode(lvt0, APIC_MODE_EXTINT),
+    );
     let lvt1 = lapic_reg(&state, APIC_LVT1);
-    set_lapic_reg(&mut state, APIC_LVT1, with_delivery_mode(lvt1, APIC_MODE_NMI));
-    vcpu.set_lapic(&state).map_err(|e| Error::Kvm("KVM_SET_LAPIC", e))
+    set_lapic_reg(
+        &mut state,
+        APIC_LVT1,
+        with_delivery_mode(lvt1, APIC_MODE_NMI),
+    );
+    vcpu.set_lapic(&state)
+        .map_err(|e| Error::Kvm("KVM_SET_LAPIC", e))
 }
 
 #[cfg(test)]
@@ -208,7 +262,11 @@ mod tests {
             return None;
         };
         let vm = kvm.create_vm().unwrap();
-        let cap = kvm_enable_cap { cap: KVM_CAP_SPLIT_IRQCHIP, args: [24, 0, 0, 0], ..Default::default() };
+        let cap = kvm_enable_cap {
+            cap: KVM_CAP_SPLIT_IRQCHIP,
+            args: [24, 0, 0, 0],
+            ..Default::default()
+        };
         vm.enable_cap(&cap).unwrap();
         let vcpu = vm.create_vcpu(0).unwrap();
         Some((vm, vcpu))
@@ -218,27 +276,43 @@ mod tests {
     fn linux64_state() {
         let Some((_vm, vcpu)) = vcpu() else { return };
         let mem = GuestMemoryMmap::from_ranges(&arch_memory_regions(64 << 20)).unwrap();
-        let entry = BootEntry::Linux64 { entry: GuestAddress(0x100_0000) };
+        let entry = BootEntry::Linux64 {
+            entry: GuestAddress(0x100_0000),
+        };
         setup_regs(&vcpu, &entry).unwrap();
         setup_sregs(&mem, &vcpu, &entry).unwrap();
         let regs = vcpu.get_regs().unwrap();
-        assert_eq!((regs.rip, regs.rsi, regs.rsp), (0x100_0000, ZERO_PAGE_START, BOOT_STACK_POINTER));
+        assert_eq!(
+            (regs.rip, regs.rsi, regs.rsp),
+            (0x100_0000, ZERO_PAGE_START, BOOT_STACK_POINTER)
+        );
         let sregs = vcpu.get_sregs().unwrap();
         assert_eq!(sregs.cr3, PML4_START);
         assert_ne!(sregs.cr0 & X86_CR0_PG, 0);
         assert_ne!(sregs.efer & EFER_LMA, 0);
         assert_eq!((sregs.cs.selector, sregs.cs.l), (8, 1));
-        assert_eq!(mem.read_obj::<u64>(GuestAddress(PML4_START)).unwrap(), PDPTE_START | 3);
-        assert_eq!(mem.read_obj::<u64>(GuestAddress(PDPTE_START + 24)).unwrap(), (PDE_START + 0x3000) | 3);
+        assert_eq!(
+            mem.read_obj::<u64>(GuestAddress(PML4_START)).unwrap(),
+            PDPTE_START | 3
+        );
+        assert_eq!(
+            mem.read_obj::<u64>(GuestAddress(PDPTE_START + 24)).unwrap(),
+            (PDE_START + 0x3000) | 3
+        );
         let last_pde = PDE_START + 8 * (512 * PDE_COUNT - 1);
-        assert_eq!(mem.read_obj::<u64>(GuestAddress(last_pde)).unwrap(), (2047 << 21) | 0x83);
+        assert_eq!(
+            mem.read_obj::<u64>(GuestAddress(last_pde)).unwrap(),
+            (2047 << 21) | 0x83
+        );
     }
 
     #[test]
     fn pvh_state() {
         let Some((_vm, vcpu)) = vcpu() else { return };
         let mem = GuestMemoryMmap::from_ranges(&arch_memory_regions(64 << 20)).unwrap();
-        let entry = BootEntry::Pvh { entry: GuestAddress(0x10_0000) };
+        let entry = BootEntry::Pvh {
+            entry: GuestAddress(0x10_0000),
+        };
         setup_regs(&vcpu, &entry).unwrap();
         setup_sregs(&mem, &vcpu, &entry).unwrap();
         assert_eq!(vcpu.get_regs().unwrap().rbx, PVH_INFO_START);

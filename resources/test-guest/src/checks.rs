@@ -1,0 +1,115 @@
+//! The named checks of `test=...`. Each prints exactly one `TEST <name> PASS|FAIL <detail>`.
+
+use core::fmt::Write;
+
+use crate::boot::BootInfo;
+use crate::io::{self, Console, COM1};
+use crate::{cpu, mptable};
+
+/// Survives a reset (the VMM keeps RAM, like QEMU): lets `reset` know it already rebooted.
+const RESET_MARKER: *mut u64 = 0x80000 as *mut u64;
+const RESET_MAGIC: u64 = 0x7465_7365_7276_6d6d; // "vmmreset"
+
+pub struct Tally {
+    pub pass: u32,
+    pub fail: u32,
+}
+
+fn report(t: &mut Tally, name: &str, ok: bool, detail: core::fmt::Arguments) {
+    if ok { t.pass += 1 } else { t.fail += 1 }
+    let _ = writeln!(Console, "TEST {name} {} {detail}", if ok { "PASS" } else { "FAIL" });
+}
+
+pub fn run(boot: &BootInfo, name: &str, t: &mut Tally) {
+    match name {
+        "serial" => serial(t),
+        "e820" => e820(boot, t),
+        "cpus" => cpus(boot, t),
+        "cpuid" => cpuid(t),
+        "reset" => reset(t),
+        "pio-bench" => pio_bench(boot, t),
+        "ticker" => ticker(boot, t),
+        _ => report(t, name, false, format_args!("unknown test")),
+    }
+}
+
+fn serial(t: &mut Tally) {
+    let scratch_ok = [0x55u8, 0xaa, 0x00, 0xff].iter().all(|&p| {
+        io::outb(COM1 + 7, p);
+        io::inb(COM1 + 7) == p
+    });
+    let lsr = io::inb(COM1 + 5);
+    report(t, "serial", scratch_ok && lsr & 0x20 != 0, format_args!("scratch={} lsr={lsr:#04x}", if scratch_ok { "ok" } else { "bad" }));
+}
+
+fn e820(boot: &BootInfo, t: &mut Tally) {
+    let map = boot.e820();
+    let sorted = map.windows(2).all(|w| w[0].addr.saturating_add(w[0].size) <= w[1].addr);
+    let image_end = crate::image_end();
+    let covers_image = map.iter().any(|e| e.kind == 1 && e.addr <= 0x10_0000 && e.addr + e.size >= image_end);
+    let ok = !map.is_empty() && sorted && covers_image;
+    report(t, "e820", ok, format_args!("entries={} ram={}MiB sorted={sorted} covers_image={covers_image}", map.len(), boot.ram_mib()));
+}
+
+/// CPUs from the MP table (1 without one); with `cpus=N` the count must match.
+pub fn cpu_count(boot: &BootInfo) -> Result<(u32, &'static str), &'static str> {
+    match mptable::find(boot.e820())? {
+        Some(mp) if mp.boot_cpus != 1 => Err("MP table must flag exactly one boot CPU"),
+        Some(mp) => Ok((mp.cpus, "MP table")),
+        None => Ok((1, "no MP table")),
+    }
+}
+
+fn cpus(boot: &BootInfo, t: &mut Tally) {
+    match cpu_count(boot) {
+        Err(why) => report(t, "cpus", false, format_args!("{why}")),
+        Ok((n, source)) => {
+            let expected = boot.arg("cpus").and_then(|v| v.parse::<u32>().ok());
+            let ok = expected.is_none_or(|e| e == n);
+            report(t, "cpus", ok, format_args!("count={n} expected={} source={source}", expected.unwrap_or(n)));
+        }
+    }
+}
+
+fn cpuid(t: &mut Tally) {
+    let mut vendor = [0u8; 12];
+    let v = cpu::vendor(&mut vendor);
+    let mut sig = [0u8; 12];
+    let hv = cpu::hypervisor(&mut sig);
+    let ok = !v.is_empty() && hv.is_some();
+    report(t, "cpuid", ok, format_args!("vendor={v} hypervisor={} apic_id={}", hv.unwrap_or("none"), cpu::apic_id()));
+}
+
+fn reset(t: &mut Tally) {
+    // SAFETY: 0x80000 is low RAM the VMM leaves alone; we own it.
+    let marker = unsafe { core::ptr::read_volatile(RESET_MARKER) };
+    if marker == RESET_MAGIC {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(RESET_MARKER, 0) };
+        report(t, "reset", true, format_args!("rebooted"));
+    } else {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(RESET_MARKER, RESET_MAGIC) };
+        let _ = writeln!(Console, "reset: rebooting");
+        io::reset();
+    }
+}
+
+fn pio_bench(boot: &BootInfo, t: &mut Tally) {
+    let n: u64 = boot.arg("pio.count").and_then(|v| v.parse().ok()).unwrap_or(100_000).max(1);
+    let start = cpu::rdtsc();
+    for _ in 0..n {
+        io::outb(io::NOOP_PORT, 0);
+    }
+    let ticks = cpu::rdtsc() - start;
+    report(t, "pio-bench", true, format_args!("n={n} tsc={ticks} per_exit={}", ticks / n));
+}
+
+fn ticker(boot: &BootInfo, t: &mut Tally) {
+    let count: u32 = boot.arg("ticker.count").and_then(|v| v.parse().ok()).unwrap_or(20);
+    for k in 1..=count {
+        io::spin(70_000_000); // ~50 ms of native CPL3 work
+        let _ = writeln!(Console, "TICK {k}");
+    }
+    report(t, "ticker", true, format_args!("ticks={count}"));
+}

@@ -1,0 +1,160 @@
+//! The guest's only CPL0 code (each CPL0 instruction is emulated, ~2 µs, on PVM hosts): load
+//! our GDT, a 64-bit TSS whose I/O permission bitmap allows every port (PVM checks it for CPL3
+//! port I/O and ignores IOPL), an IDT, identity page tables (user accessible), then SYSEXIT to
+//! Rust at CPL3 with IOPL=3 and interrupts off. KVM's instruction emulator implements SYSEXIT
+//! but not IRET to an outer ring, hence SYSEXIT.
+//!
+//! Entries: `pvh_entry` (PVH note: 32-bit protected mode, %ebx = hvm_start_info) and
+//! `linux64_entry` (ELF e_entry, Linux 64-bit boot protocol: long mode, %rsi = boot_params).
+//! Rust starts at `rust_start(kind, info)`: kind 1 = PVH, 2 = Linux 64-bit.
+//!
+//! Vector 0x80 is a DPL-3 interrupt gate whose handler halts forever at CPL0: the way for
+//! CPL3 code to reach `hlt` (end=halt). Every other vector is absent, so any exception ends
+//! in a triple fault that the VMM reports.
+
+core::arch::global_asm!(
+    r#"
+    .section .note.Xen, "a", @note
+    .balign 4
+    .long 4, 4, 18              /* namesz, descsz, XEN_ELFNOTE_PHYS32_ENTRY */
+    .asciz "Xen"
+    .balign 4
+    .long pvh_entry
+
+    .section .text.entry, "ax"
+    .code32
+    .globl pvh_entry
+pvh_entry:
+    movl %ebx, %esi             /* info: hvm_start_info */
+    movl $1, %edi               /* kind: PVH */
+    lgdt gdt_desc
+    movl $0x620, %eax           /* CR4: PAE | OSFXSR | OSXMMEXCPT */
+    movl %eax, %cr4
+    movl $pml4, %eax
+    movl %eax, %cr3
+    movl $0xc0000080, %ecx      /* EFER.LME */
+    movl $0x100, %eax
+    xorl %edx, %edx
+    wrmsr
+    movl $0x80010033, %eax      /* CR0: PG | WP | NE | ET | MP | PE */
+    movl %eax, %cr0
+    ljmp $0x08, $long64
+
+    .code64
+    .globl linux64_entry
+linux64_entry:
+    movl $2, %edi               /* kind: Linux 64-bit; %rsi = boot_params */
+    lgdt gdt_desc
+    movl $0x620, %eax
+    movq %rax, %cr4
+    movl $pml4, %eax
+    movq %rax, %cr3
+    movl $0x80010033, %eax
+    movq %rax, %cr0
+    pushq $0x08
+    pushq $long64
+    lretq
+
+long64:
+    movl $kernel_stack_top, %esp /* PVH enters with no stack */
+    movl $0x10, %eax
+    movl %eax, %ss
+    lidt idt_desc
+    movl $0x38, %eax
+    ltr %ax
+    movl $0x174, %ecx           /* SYSENTER_CS: SYSEXIT64 uses CS = +32, SS = +40 */
+    movl $0x08, %eax
+    xorl %edx, %edx
+    wrmsr
+    pushq $0x3002               /* RFLAGS: IOPL=3, IF=0 */
+    popfq
+    movl $rust_start, %edx      /* SYSEXIT: RIP = RDX, RSP = RCX */
+    movl $user_stack_top - 8, %ecx
+    .byte 0x48, 0x0f, 0x35      /* sysexitq */
+
+    /* CPL0: int $0x80 from CPL3 lands here and halts for good. */
+    .globl halt_gate
+halt_gate:
+    cli
+1:  hlt
+    jmp 1b
+
+    .section .data
+    .balign 16
+gdt:
+    .quad 0                     /* 0x00 */
+    .quad 0x00af9a000000ffff    /* 0x08 kernel code 64 */
+    .quad 0x00cf92000000ffff    /* 0x10 kernel data */
+    .quad 0x00cf9a000000ffff    /* 0x18 kernel code 32 (unused) */
+    .quad 0x00cffa000000ffff    /* 0x20 user code 32 (unused) */
+    .quad 0x00affa000000ffff    /* 0x28 user code 64 (SYSEXIT64 CS) */
+    .quad 0x00cff2000000ffff    /* 0x30 user data (SYSEXIT64 SS) */
+    .word 0x2068                /* 0x38 TSS: limit = 0x68 + 8 KiB bitmap */
+    .word tss_base_15_0
+    .byte tss_base_23_16
+    .byte 0x89                  /* present, 64-bit TSS available */
+    .byte 0
+    .byte tss_base_31_24
+    .long 0, 0
+gdt_end:
+    .balign 8
+gdt_desc:
+    .word gdt_end - gdt - 1
+    .quad gdt
+
+    .balign 16
+idt:
+    .fill 0x80 * 2, 8, 0        /* vectors 0-0x7f: absent */
+    .word halt_gate_15_0        /* vector 0x80: interrupt gate, DPL 3 */
+    .word 0x08
+    .word 0xee00
+    .word halt_gate_31_16
+    .long 0, 0
+idt_end:
+    .balign 8
+idt_desc:
+    .word idt_end - idt - 1
+    .quad idt
+
+    /* identity map of 0..4 GiB in 2 MiB pages, user accessible; 3..4 GiB uncached (MMIO) */
+    .balign 4096
+pml4:
+    .quad pdpt + 0x7
+    .fill 511, 8, 0
+pdpt:
+    .quad pd + 0x7
+    .quad pd + 0x1000 + 0x7
+    .quad pd + 0x2000 + 0x7
+    .quad pd + 0x3000 + 0x7
+    .fill 508, 8, 0
+pd:
+    .set i, 0
+    .rept 1536
+    .quad (i << 21) | 0x87
+    .set i, i + 1
+    .endr
+    .rept 512
+    .quad (i << 21) | 0x9f
+    .set i, i + 1
+    .endr
+
+    .balign 16
+    .globl tss
+tss:
+    .long 0
+    .quad kernel_stack_top      /* RSP0: stack for CPL3 -> CPL0 transitions */
+    .fill 0x66 - 12, 1, 0
+    .word 0x68                  /* I/O map base */
+    .fill 8192, 1, 0            /* every port allowed */
+    .byte 0xff
+
+    .section .bss
+    .balign 4096
+    .skip 4096
+kernel_stack_top:
+    .skip 65536
+    .globl user_stack_top
+user_stack_top:
+"#,
+    options(att_syntax)
+);

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages this project needs to build, test and benchmark.
+# Run as root (or with sudo) on Debian bookworm. Safe to run again.
+#   libglib2.0-dev pkg-config   glib-sys (the main loop runs on GLib)
+#   qemu-system-x86             the benchmark's baseline (qemu-system-x86_64 -M microvm)
+#   busybox-static cpio         resources/linux-guest/build.sh (the Linux guest's initramfs)
+set -euo pipefail
+packages=(libglib2.0-dev pkg-config qemu-system-x86 busybox-static cpio)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends "${missing[@]}"
+fi

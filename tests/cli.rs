@@ -1,0 +1,94 @@
+//! Bad command lines get one clear line naming the flag or file, never a panic.
+
+mod common;
+
+use std::process::Command;
+
+use common::VMM;
+
+fn vmm(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(VMM).args(args).output().expect("run vmm");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_clear_error(args: &[&str], code: i32, expected: &str) {
+    let (status, stderr) = vmm(args);
+    assert_eq!(status, Some(code), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(expected),
+        "{args:?}: expected {expected:?} in:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{args:?}: {stderr}"
+    );
+}
+
+#[test]
+fn missing_kernel_file() {
+    assert_clear_error(
+        &["run", "--kernel", "/nonexistent/bzImage"],
+        1,
+        "vmm: --kernel /nonexistent/bzImage: No such file or directory",
+    );
+}
+
+#[test]
+fn missing_initrd_file() {
+    let exe = std::env::current_exe().unwrap();
+    let exe = exe.to_str().unwrap();
+    assert_clear_error(
+        &["run", "--kernel", exe, "--initrd", "/nonexistent/initrd"],
+        1,
+        "vmm: --initrd /nonexistent/initrd: No such file or directory",
+    );
+}
+
+#[test]
+fn kernel_that_is_not_a_kernel() {
+    if !common::kvm_available("kernel_that_is_not_a_kernel") {
+        return;
+    }
+    let dir = common::TempDir::new("junk");
+    let junk = dir.path("junk");
+    std::fs::write(&junk, vec![0x42u8; 8192]).unwrap();
+    assert_clear_error(
+        &["run", "--kernel", junk.to_str().unwrap()],
+        1,
+        "cannot load the kernel",
+    );
+}
+
+#[test]
+fn memory_values() {
+    assert_clear_error(
+        &["run", "--memory", "1M"],
+        1,
+        "--memory: 1 MiB is too small",
+    );
+    assert_clear_error(
+        &["run", "--memory", "64T"],
+        1,
+        "--memory: 64 TiB is more than this host's",
+    );
+    assert_clear_error(&["run", "--memory", "lots"], 2, "--memory");
+}
+
+#[test]
+fn cpu_and_serial_values() {
+    assert_clear_error(&["run", "--cpus", "0"], 2, "--cpus");
+    assert_clear_error(&["run", "--serial", "tcp:1"], 2, "--serial");
+    assert_clear_error(
+        &["run", "--serial", "file=/nonexistent/dir/log"],
+        1,
+        "--serial file=/nonexistent/dir/log: No such file or directory",
+    );
+}
+
+#[test]
+fn unknown_flag() {
+    assert_clear_error(&["run", "--bogus"], 2, "--bogus");
+}

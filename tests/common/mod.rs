@@ -1,0 +1,183 @@
+//! Helpers shared by the integration tests: run the `vmm` binary, watch its serial file.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The launcher under test, built by cargo for this test run.
+pub const VMM: &str = env!("CARGO_BIN_EXE_vmm");
+
+/// Generous: the test guest needs a few ms, but CI machines are shared and slow.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// True if /dev/kvm is usable; prints why a test is skipped otherwise.
+pub fn kvm_available(test: &str) -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("{test}: skipped: /dev/kvm is not usable ({e})");
+            false
+        }
+    }
+}
+
+/// A scratch directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("vmm-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One run of the launcher with its console in a file.
+pub struct VmmRun {
+    pub child: Child,
+    pub serial: PathBuf,
+    pub stderr: PathBuf,
+    _dir: TempDir,
+}
+
+/// What a finished run left behind.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub serial: String,
+    pub stderr: String,
+}
+
+impl VmmRun {
+    /// Starts `vmm run ARGS... --serial file=...` with stdin closed.
+    pub fn start(tag: &str, args: &[&str]) -> VmmRun {
+        Self::start_with_stdin(tag, args, Stdio::null())
+    }
+
+    pub fn start_with_stdin(tag: &str, args: &[&str], stdin: Stdio) -> VmmRun {
+        let dir = TempDir::new(tag);
+        let serial = dir.path("serial.log");
+        let stderr = dir.path("stderr.log");
+        let serial_arg = format!("file={}", serial.display());
+        let child = Command::new(VMM)
+            .arg("run")
+            .args(args)
+            .args(["--serial", &serial_arg])
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("start vmm");
+        VmmRun {
+            child,
+            serial,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    pub fn serial_text(&self) -> String {
+        read_lossy(&self.serial)
+    }
+
+    /// Waits until the console shows `needle` `count` times; panics with the console on timeout.
+    pub fn wait_for_serial(&mut self, needle: &str, count: usize) {
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        loop {
+            let text = self.serial_text();
+            if text.matches(needle).count() >= count {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("vmm exited ({status}) before {count}x {needle:?}; console:\n{text}\nstderr:\n{}", read_lossy(&self.stderr));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {count}x {needle:?}; console:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, signo: i32) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signo) };
+        assert_eq!(rc, 0, "kill({signo})");
+    }
+
+    /// Waits for the process to end (panics on timeout after killing it).
+    pub fn finish(mut self) -> Finished {
+        let status = wait_timeout(&mut self.child, BOOT_TIMEOUT).unwrap_or_else(|| {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!(
+                "vmm did not exit; console:\n{}\nstderr:\n{}",
+                self.serial_text(),
+                read_lossy(&self.stderr)
+            )
+        });
+        Finished {
+            status,
+            serial: self.serial_text(),
+            stderr: read_lossy(&self.stderr),
+        }
+    }
+}
+
+impl Drop for VmmRun {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs to completion and returns the result.
+pub fn run_to_end(tag: &str, args: &[&str]) -> Finished {
+    VmmRun::start(tag, args).finish()
+}
+
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn read_lossy(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+}
+
+/// The value after `key` on the first console line that starts with it.
+pub fn report_value<'a>(console: &'a str, key: &str) -> Option<&'a str> {
+    console
+        .lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix(key))
+        .map(str::trim)
+}

@@ -1,0 +1,260 @@
+//! The VM's configuration as the launcher understood it, and the parsers for its values.
+//!
+//! Every parser returns an error message meant for one terminal line; the CLI adds the flag.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Smallest guest the loader can lay out: low memory tables plus an image at 1 MiB.
+pub const MIN_MEMORY: u64 = 8 << 20;
+/// KVM on x86_64 allows at most this many vCPUs in our MP table (APIC ids 0..=253 plus the IOAPIC).
+pub const MAX_VCPUS: u8 = 254;
+
+/// Where the guest's serial console goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SerialConfig {
+    Stdio,
+    File(PathBuf),
+    None,
+}
+
+/// Which entry point the kernel is started at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BootMode {
+    /// PVH when the ELF has a PVH note, the Linux 64-bit protocol otherwise.
+    #[default]
+    Auto,
+    Pvh,
+    Linux64,
+}
+
+/// Where the kernel comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelSource {
+    /// The test guest built into this binary.
+    Embedded,
+    File(PathBuf),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmConfig {
+    pub kernel: KernelSource,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub cpus: u8,
+    pub memory: u64,
+    pub serial: SerialConfig,
+    pub no_reboot: bool,
+    pub boot: BootMode,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        VmConfig {
+            kernel: KernelSource::Embedded,
+            initrd: None,
+            cmdline: String::new(),
+            cpus: 1,
+            memory: 512 << 20,
+            serial: SerialConfig::Stdio,
+            no_reboot: false,
+            boot: BootMode::Auto,
+        }
+    }
+}
+
+/// A value the user gave that cannot be used.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ParseError> {
+    Err(ParseError(msg.into()))
+}
+
+/// Parses a memory size the way QEMU's `-m` does: a bare number is MiB; K, M, G, T suffixes
+/// (optionally followed by `iB` or `B`, any case) scale it.
+pub fn parse_memory_size(text: &str) -> Result<u64, ParseError> {
+    let text = text.trim();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(digits_end);
+    if number.is_empty() {
+        return err(format!("'{text}' is not a size (examples: 512M, 2G, 1024)"));
+    }
+    let value: u64 = number
+        .parse()
+        .map_err(|_| ParseError(format!("'{text}' is too large")))?;
+    let unit = suffix.to_ascii_lowercase();
+    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" if unit.is_empty() => 20,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return err(format!("'{text}' has an unknown unit (use K, M, G or T)")),
+    };
+    value
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| ParseError(format!("'{text}' is too large")))
+}
+
+/// Checks a memory size against what the loader needs and what this host has.
+pub fn check_memory_size(bytes: u64, host_ram: Option<u64>) -> Result<u64, ParseError> {
+    if bytes < MIN_MEMORY {
+        return err(format!(
+            "{} is too small: the guest needs at least {} MiB",
+            format_size(bytes),
+            MIN_MEMORY >> 20
+        ));
+    }
+    if bytes % 4096 != 0 {
+        return err(format!(
+            "{bytes} bytes is not a whole number of 4 KiB pages"
+        ));
+    }
+    if let Some(host) = host_ram {
+        if bytes > host {
+            return err(format!(
+                "{} is more than this host's {} of RAM",
+                format_size(bytes),
+                format_size(host)
+            ));
+        }
+    }
+    Ok(bytes)
+}
+
+/// Formats a byte count with the largest unit that divides it.
+pub fn format_size(bytes: u64) -> String {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{} {unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// Total RAM of this host (MemTotal from /proc/meminfo), if it can be read.
+pub fn host_ram_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Parses `stdio`, `none` or `file=PATH`.
+pub fn parse_serial(text: &str) -> Result<SerialConfig, ParseError> {
+    match text {
+        "stdio" => Ok(SerialConfig::Stdio),
+        "none" => Ok(SerialConfig::None),
+        _ => match text.strip_prefix("file=") {
+            Some("") => err("file= needs a path (file=PATH)"),
+            Some(path) => Ok(SerialConfig::File(PathBuf::from(path))),
+            None => err(format!("'{text}' is not one of stdio, file=PATH, none")),
+        },
+    }
+}
+
+/// Parses a vCPU count: 1 to [`MAX_VCPUS`].
+pub fn parse_cpus(text: &str) -> Result<u8, ParseError> {
+    let n: u32 = text
+        .trim()
+        .parse()
+        .map_err(|_| ParseError(format!("'{text}' is not a number of vCPUs")))?;
+    if n == 0 || n > u32::from(MAX_VCPUS) {
+        return err(format!("{n} vCPUs: must be between 1 and {MAX_VCPUS}"));
+    }
+    Ok(n as u8)
+}
+
+/// Parses `auto`, `pvh` or `linux64`.
+pub fn parse_boot_mode(text: &str) -> Result<BootMode, ParseError> {
+    match text {
+        "auto" => Ok(BootMode::Auto),
+        "pvh" => Ok(BootMode::Pvh),
+        "linux64" => Ok(BootMode::Linux64),
+        _ => err(format!("'{text}' is not one of auto, pvh, linux64")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_memory_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_memory_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_memory_size("64mb"), Ok(64 << 20));
+        assert_eq!(parse_memory_size("1024"), Ok(1024 << 20));
+        assert_eq!(parse_memory_size("4096K"), Ok(4 << 20));
+        assert_eq!(parse_memory_size("1T"), Ok(1 << 40));
+        assert!(parse_memory_size("").is_err());
+        assert!(parse_memory_size("M").is_err());
+        assert!(parse_memory_size("12X")
+            .unwrap_err()
+            .0
+            .contains("unknown unit"));
+        assert!(parse_memory_size("99999999999999999999G").is_err());
+        assert!(parse_memory_size("18446744073709551615G").is_err());
+    }
+
+    #[test]
+    fn memory_bounds() {
+        assert!(check_memory_size(4 << 20, None)
+            .unwrap_err()
+            .0
+            .contains("too small"));
+        assert_eq!(check_memory_size(8 << 20, None), Ok(8 << 20));
+        let e = check_memory_size(64 << 30, Some(24 << 30)).unwrap_err();
+        assert_eq!(e.0, "64 GiB is more than this host's 24 GiB of RAM");
+        assert!(check_memory_size((8 << 20) + 1, None).is_err());
+    }
+
+    #[test]
+    fn serial_values() {
+        assert_eq!(parse_serial("stdio"), Ok(SerialConfig::Stdio));
+        assert_eq!(parse_serial("none"), Ok(SerialConfig::None));
+        assert_eq!(
+            parse_serial("file=/tmp/x"),
+            Ok(SerialConfig::File("/tmp/x".into()))
+        );
+        assert!(parse_serial("file=").is_err());
+        assert!(parse_serial("tcp:1")
+            .unwrap_err()
+            .0
+            .contains("stdio, file=PATH, none"));
+    }
+
+    #[test]
+    fn cpu_counts() {
+        assert_eq!(parse_cpus("1"), Ok(1));
+        assert_eq!(parse_cpus("254"), Ok(254));
+        assert!(parse_cpus("0").is_err());
+        assert!(parse_cpus("255").is_err());
+        assert!(parse_cpus("two").is_err());
+    }
+
+    #[test]
+    fn boot_modes() {
+        assert_eq!(parse_boot_mode("pvh"), Ok(BootMode::Pvh));
+        assert!(parse_boot_mode("bios").is_err());
+    }
+
+    #[test]
+    fn sizes_format() {
+        assert_eq!(format_size(512 << 20), "512 MiB");
+        assert_eq!(format_size(3 << 30), "3 GiB");
+        assert_eq!(format_size(1000), "1000 bytes");
+    }
+}

@@ -1,0 +1,174 @@
+//! The machine: a VM, its vCPU threads and devices, assembled from a `VmConfig`, and the
+//! operations the main loop performs on it (pause, resume, reset, power button).
+
+use std::fmt;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use devices::bus::Bus;
+use devices::legacy::{self, DebugExit, Ioapic, Serial, I8042};
+use kvm_ioctls::VcpuFd;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::arch::x86_64::cpuid::filter_cpuid;
+use crate::config::VmConfig;
+use crate::main_loop::{self, Requests, ShutdownCause};
+use crate::vcpu::{VcpuContext, VcpuGroup};
+use crate::vm::{GsiRouter, Vm};
+use crate::{loader, vm};
+
+/// Entries requested from KVM_GET_SUPPORTED_CPUID (KVM's own upper bound is 256).
+const MAX_CPUID_ENTRIES: usize = 256;
+
+#[derive(Debug)]
+pub enum Error {
+    Vm(vm::Error),
+    Load(loader::Error),
+    Device(String),
+    Vcpu(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Vm(e) => e.fmt(f),
+            Error::Load(e) => e.fmt(f),
+            Error::Device(e) => write!(f, "device setup: {e}"),
+            Error::Vcpu(e) => write!(f, "vCPU setup: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub struct Machine {
+    config: VmConfig,
+    // Field order is drop order: threads stop before the VM fd and RAM go away.
+    vcpus: VcpuGroup,
+    serial: Arc<Mutex<Serial>>,
+    ioapic: Arc<Mutex<Ioapic>>,
+    vm: Vm,
+}
+
+impl Machine {
+    /// Builds the VM and its devices, loads the guest and starts the vCPU threads parked.
+    pub fn new(
+        config: &VmConfig,
+        requests: Arc<Requests>,
+        serial_out: Box<dyn Write + Send>,
+    ) -> Result<Machine, Error> {
+        let vm = Vm::new(config.memory, config.cpus).map_err(Error::Vm)?;
+        let mut pio = Bus::new();
+        let mut mmio = Bus::new();
+
+        let dev = |e: &dyn fmt::Display| Error::Device(e.to_string());
+        let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(|e| dev(&e))?;
+        vm.register_irqfd(&serial_irq, legacy::COM1_IRQ)
+            .map_err(Error::Vm)?;
+        let serial = Arc::new(Mutex::new(Serial::new(serial_irq, serial_out)));
+        pio.insert(serial.clone(), legacy::COM1_BASE, 8)
+            .map_err(|e| dev(&e))?;
+
+        let on_reset = requests.clone();
+        let i8042 = I8042::new(Box::new(move || {
+            on_reset.reset_request(ShutdownCause::GuestReset)
+        }));
+        pio.insert(Arc::new(Mutex::new(i8042)), legacy::I8042_BASE, 5)
+            .map_err(|e| dev(&e))?;
+
+        let on_exit = requests.clone();
+        let debug_exit = DebugExit::new(Box::new(move |status| {
+            on_exit.shutdown_request_with_status(ShutdownCause::GuestShutdown, i32::from(status))
+        }));
+        pio.insert(Arc::new(Mutex::new(debug_exit)), legacy::DEBUG_EXIT_BASE, 2)
+            .map_err(|e| dev(&e))?;
+        legacy::register_noops(&mut pio).map_err(|e| dev(&e))?;
+
+        let router = GsiRouter::new(vm.fd().clone());
+        let ioapic = Arc::new(Mutex::new(Ioapic::new(Box::new(router))));
+        mmio.insert(ioapic.clone(), legacy::IOAPIC_BASE, legacy::IOAPIC_SIZE)
+            .map_err(|e| dev(&e))?;
+
+        let entry = loader::load_boot_images(vm.memory(), config).map_err(Error::Load)?;
+        let vcpu_fds = create_vcpus(&vm, config.cpus)?;
+        let ctx = VcpuContext {
+            pio_bus: Arc::new(pio),
+            mmio_bus: Arc::new(mmio),
+            requests,
+            memory: vm.memory().clone(),
+        };
+        let vcpus = VcpuGroup::start(vcpu_fds, entry, ctx).map_err(Error::Vcpu)?;
+        Ok(Machine {
+            config: config.clone(),
+            vcpus,
+            serial,
+            ioapic,
+            vm,
+        })
+    }
+
+    pub fn serial(&self) -> &Arc<Mutex<Serial>> {
+        &self.serial
+    }
+
+    pub fn vm(&self) -> &Vm {
+        &self.vm
+    }
+
+    /// Stops and joins the vCPU threads.
+    pub fn stop(&mut self) {
+        self.vcpus.stop();
+    }
+}
+
+/// Creates the vCPUs with their CPUID (APIC id, topology, hypervisor leaf) set. Registers
+/// and MSRs are loaded by each vCPU thread before it first runs (and again after a reset).
+fn create_vcpus(vm: &Vm, count: u8) -> Result<Vec<VcpuFd>, Error> {
+    let supported = vm
+        .kvm()
+        .get_supported_cpuid(MAX_CPUID_ENTRIES)
+        .map_err(|e| Error::Vcpu(format!("KVM_GET_SUPPORTED_CPUID: {e}")))?;
+    (0..count)
+        .map(|index| {
+            let fd = vm
+                .fd()
+                .create_vcpu(u64::from(index))
+                .map_err(|e| Error::Vcpu(format!("KVM_CREATE_VCPU {index}: {e}")))?;
+            let mut cpuid = supported.clone();
+            filter_cpuid(&mut cpuid, index, count).map_err(|e| Error::Vcpu(e.to_string()))?;
+            fd.set_cpuid2(&cpuid)
+                .map_err(|e| Error::Vcpu(format!("KVM_SET_CPUID2 {index}: {e}")))?;
+            Ok(fd)
+        })
+        .collect()
+}
+
+impl main_loop::Machine for Machine {
+    fn pause_vcpus(&mut self) {
+        self.vcpus.pause();
+    }
+
+    fn resume_vcpus(&mut self) {
+        self.vcpus.resume();
+    }
+
+    /// Like QEMU: RAM keeps its contents; the kernel, initrd and boot tables are loaded again,
+    /// devices return to their power-on state and every vCPU reloads its boot registers.
+    fn reset(&mut self, _cause: ShutdownCause) -> Result<(), String> {
+        let entry =
+            loader::load_boot_images(self.vm.memory(), &self.config).map_err(|e| e.to_string())?;
+        self.ioapic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reset();
+        self.vcpus.reset(entry);
+        Ok(())
+    }
+
+    fn powerdown(&mut self) {
+        // The ACPI power button arrives with the ACPI tables; until then say so plainly.
+        eprintln!(
+            "vmm: powerdown requested, but this machine has no power button yet (no ACPI): ignored"
+        );
+    }
+}

@@ -1,0 +1,417 @@
+//! vCPU threads: one per vCPU, each running KVM_RUN and dispatching exits to the buses.
+//!
+//! Control is a tiny state machine shared by all vCPUs (Run, Pause, Exit) behind one mutex and
+//! condition variable. To stop a running vCPU the controller sets the request and *kicks* the
+//! thread with a real-time signal whose handler sets `immediate_exit` in that vCPU's kvm_run
+//! page: KVM_RUN then returns EINTR whether the signal landed inside or just before it, so no
+//! kick is lost. A vCPU that hits something it cannot continue from (triple fault, internal
+//! error) files a request with the main loop and parks until it is paused or stopped.
+
+use std::cell::Cell;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use devices::bus::Bus;
+use kvm_bindings::{kvm_mp_state, kvm_run, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::arch::x86_64::regs::{self, BootEntry};
+use crate::main_loop::{Requests, ShutdownCause};
+
+/// Exit status the VMM reports when a vCPU failed in a way the guest cannot recover from.
+pub const EXIT_STATUS_VCPU_FAILURE: i32 = 3;
+
+/// Offset from SIGRTMIN of the signal that kicks vCPUs out of KVM_RUN.
+const KICK_SIGNAL_OFFSET: i32 = 0;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Request {
+    Run,
+    Pause,
+    Exit,
+}
+
+/// What every vCPU thread reads and the controller writes.
+struct Control {
+    request: Request,
+    /// Threads currently waiting on the condition variable (stopped).
+    parked: usize,
+    /// Bumped by a machine reset: each vCPU reloads its boot state when it sees a new value.
+    boot_generation: u64,
+    boot_entry: BootEntry,
+}
+
+struct Shared {
+    control: Mutex<Control>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Control> {
+        // A vCPU thread never panics while holding the lock; recover rather than cascade.
+        self.control.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Parks the calling vCPU thread while `keep_waiting` holds.
+    fn park_while<'a>(
+        &self,
+        mut guard: MutexGuard<'a, Control>,
+        keep_waiting: impl Fn(&Control) -> bool,
+    ) -> MutexGuard<'a, Control> {
+        guard.parked += 1;
+        self.changed.notify_all();
+        while keep_waiting(&guard) {
+            guard = self.changed.wait(guard).unwrap_or_else(|p| p.into_inner());
+        }
+        guard.parked -= 1;
+        guard
+    }
+}
+
+/// What a vCPU thread needs besides its own fd.
+#[derive(Clone)]
+pub struct VcpuContext {
+    pub pio_bus: Arc<Bus>,
+    pub mmio_bus: Arc<Bus>,
+    pub requests: Arc<Requests>,
+    pub memory: GuestMemoryMmap,
+}
+
+/// The set of vCPU threads of one VM and the means to pause, resume and stop them.
+pub struct VcpuGroup {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+thread_local! {
+    /// This thread's kvm_run page, for the kick signal handler.
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let run = KVM_RUN.with(|cell| cell.get());
+    if !run.is_null() {
+        // SAFETY: the pointer was set by this thread to its own vCPU's kvm_run mapping, which
+        // stays mapped until the thread clears the pointer before dropping the VcpuFd. Writing
+        // one byte is async-signal-safe.
+        unsafe { std::ptr::write_volatile(&mut (*run).immediate_exit, 1) };
+    }
+}
+
+/// Installs the kick signal handler (once per process).
+pub fn install_kick_handler() -> Result<(), String> {
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            register_signal_handler(SIGRTMIN() + KICK_SIGNAL_OFFSET, kick_handler)
+                .map_err(|e| format!("cannot install the vCPU kick signal handler: {e}"))
+        })
+        .clone()
+}
+
+impl VcpuGroup {
+    /// Starts one thread per vCPU. The threads start parked: `resume` lets them run.
+    pub fn start(
+        vcpus: Vec<VcpuFd>,
+        boot_entry: BootEntry,
+        ctx: VcpuContext,
+    ) -> Result<VcpuGroup, String> {
+        install_kick_handler()?;
+        let shared = Arc::new(Shared {
+            control: Mutex::new(Control {
+                request: Request::Pause,
+                parked: 0,
+                boot_generation: 1,
+                boot_entry,
+            }),
+            changed: Condvar::new(),
+        });
+        let mut group = VcpuGroup {
+            shared: shared.clone(),
+            threads: Vec::new(),
+        };
+        for (index, fd) in vcpus.into_iter().enumerate() {
+            let vcpu = VcpuThread {
+                index,
+                fd,
+                shared: shared.clone(),
+                ctx: ctx.clone(),
+                boot_generation: 0,
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("vcpu{index}"))
+                .spawn(move || vcpu.run())
+                .map_err(|e| format!("cannot start the vCPU {index} thread: {e}"))?;
+            group.threads.push(thread);
+        }
+        Ok(group)
+    }
+
+    fn kick_all(&self) {
+        for thread in &self.threads {
+            if let Err(e) = thread.kill(SIGRTMIN() + KICK_SIGNAL_OFFSET) {
+                log::error!("cannot kick {:?}: {e}", thread.thread().name());
+            }
+        }
+    }
+
+    /// Stops every vCPU and returns once all of them are out of KVM_RUN and parked.
+    pub fn pause(&self) {
+        let mut guard = self.shared.lock();
+        if guard.request == Request::Exit {
+            return;
+        }
+        guard.request = Request::Pause;
+        self.shared.changed.notify_all();
+        drop(guard);
+        self.kick_all();
+        let mut guard = self.shared.lock();
+        while guard.parked < self.threads.len() {
+            guard = self
+                .shared
+                .changed
+                .wait(guard)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Lets every vCPU run again.
+    pub fn resume(&self) {
+        let mut guard = self.shared.lock();
+        if guard.request == Request::Exit {
+            return;
+        }
+        guard.request = Request::Run;
+        self.shared.changed.notify_all();
+    }
+
+    /// Makes every vCPU reload its boot state (registers, MSRs, LAPIC, MP state) before it
+    /// next runs. Call while paused.
+    pub fn reset(&self, boot_entry: BootEntry) {
+        let mut guard = self.shared.lock();
+        guard.boot_entry = boot_entry;
+        guard.boot_generation += 1;
+    }
+
+    /// Number of vCPU threads.
+    pub fn len(&self) -> usize {
+        self.threads.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.threads.is_empty()
+    }
+
+    /// Stops and joins every vCPU thread.
+    pub fn stop(&mut self) {
+        self.shared.lock().request = Request::Exit;
+        self.shared.changed.notify_all();
+        self.kick_all();
+        for thread in self.threads.drain(..) {
+            let name = thread.thread().name().unwrap_or("vcpu").to_string();
+            if thread.join().is_err() {
+                log::error!("{name} thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for VcpuGroup {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Why the exit loop must stop running the guest for now.
+enum Stop {
+    /// A request was filed with the main loop; wait until it pauses or stops us.
+    Park,
+}
+
+struct VcpuThread {
+    index: usize,
+    fd: VcpuFd,
+    shared: Arc<Shared>,
+    ctx: VcpuContext,
+    boot_generation: u64,
+}
+
+impl VcpuThread {
+    fn run(mut self) {
+        let run_page: *mut kvm_run = self.fd.get_kvm_run();
+        KVM_RUN.with(|cell| cell.set(run_page));
+        loop {
+            let mut guard = self.shared.lock();
+            if guard.request != Request::Run {
+                guard = self
+                    .shared
+                    .park_while(guard, |c| c.request == Request::Pause);
+            }
+            if guard.request == Request::Exit {
+                break;
+            }
+            if guard.boot_generation != self.boot_generation {
+                self.boot_generation = guard.boot_generation;
+                let entry = guard.boot_entry;
+                drop(guard);
+                if let Err(e) = self.load_boot_state(&entry) {
+                    self.fail(&format!("cannot set the boot state: {e}"));
+                    self.park_until_stopped();
+                }
+                continue;
+            }
+            drop(guard);
+            if let Err(Stop::Park) = self.run_once() {
+                self.park_until_stopped();
+            }
+        }
+        KVM_RUN.with(|cell| cell.set(std::ptr::null_mut()));
+    }
+
+    fn park_until_stopped(&self) {
+        let guard = self.shared.lock();
+        drop(self.shared.park_while(guard, |c| c.request == Request::Run));
+    }
+
+    /// The boot CPU starts at the kernel entry; the others wait for INIT/SIPI in the LAPIC.
+    fn load_boot_state(&self, entry: &BootEntry) -> Result<(), String> {
+        let mem = &self.ctx.memory;
+        regs::setup_msrs(&self.fd).map_err(|e| e.to_string())?;
+        regs::setup_fpu(&self.fd).map_err(|e| e.to_string())?;
+        regs::set_lint(&self.fd).map_err(|e| e.to_string())?;
+        let mp_state = if self.index == 0 {
+            regs::setup_regs(&self.fd, entry).map_err(|e| e.to_string())?;
+            regs::setup_sregs(mem, &self.fd, entry).map_err(|e| e.to_string())?;
+            KVM_MP_STATE_RUNNABLE
+        } else {
+            KVM_MP_STATE_UNINITIALIZED
+        };
+        self.fd
+            .set_mp_state(kvm_mp_state { mp_state })
+            .map_err(|e| format!("KVM_SET_MP_STATE: {e}"))
+    }
+
+    /// Runs the guest until one exit and handles it.
+    fn run_once(&mut self) -> Result<(), Stop> {
+        let exit = match self.fd.run() {
+            Ok(exit) => exit,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                self.fd.set_kvm_immediate_exit(0);
+                return Ok(());
+            }
+            Err(e) => {
+                let msg = format!("KVM_RUN failed: {e}");
+                self.fail(&msg);
+                return Err(Stop::Park);
+            }
+        };
+        match exit {
+            VcpuExit::IoOut(port, data) => {
+                if !self.ctx.pio_bus.write(u64::from(port), data) {
+                    log::debug!("vcpu{}: write to unassigned port {port:#x}", self.index);
+                }
+                Ok(())
+            }
+            VcpuExit::IoIn(port, data) => {
+                if !self.ctx.pio_bus.read(u64::from(port), data) {
+                    data.fill(0xff);
+                }
+                Ok(())
+            }
+            VcpuExit::MmioWrite(addr, data) => {
+                if !self.ctx.mmio_bus.write(addr, data) {
+                    log::debug!("vcpu{}: write to unassigned MMIO {addr:#x}", self.index);
+                }
+                Ok(())
+            }
+            VcpuExit::MmioRead(addr, data) => {
+                if !self.ctx.mmio_bus.read(addr, data) {
+                    data.fill(0xff);
+                }
+                Ok(())
+            }
+            // With the in-kernel LAPIC KVM handles HLT itself; one that reaches us is harmless.
+            VcpuExit::Hlt => Ok(()),
+            VcpuExit::Shutdown => {
+                eprintln!(
+                    "vmm: vcpu{}: triple fault (KVM_EXIT_SHUTDOWN): guest reset; {}",
+                    self.index,
+                    self.describe_registers()
+                );
+                self.ctx.requests.reset_request(ShutdownCause::GuestReset);
+                Err(Stop::Park)
+            }
+            VcpuExit::SystemEvent(kind, _) => {
+                self.system_event(kind);
+                Err(Stop::Park)
+            }
+            VcpuExit::InternalError => {
+                let detail = self.internal_error_detail();
+                self.fail(&format!("KVM internal error ({detail})"));
+                Err(Stop::Park)
+            }
+            VcpuExit::FailEntry(reason, cpu) => {
+                self.fail(&format!(
+                    "VM entry failed (reason {reason:#x}, host cpu {cpu})"
+                ));
+                Err(Stop::Park)
+            }
+            other => {
+                let what = format!("unexpected exit {other:?}");
+                self.fail(&what);
+                Err(Stop::Park)
+            }
+        }
+    }
+
+    fn system_event(&self, kind: u32) {
+        use kvm_bindings::{
+            KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+        };
+        let requests = &self.ctx.requests;
+        match kind {
+            KVM_SYSTEM_EVENT_SHUTDOWN => requests.shutdown_request(ShutdownCause::GuestShutdown),
+            KVM_SYSTEM_EVENT_RESET => requests.reset_request(ShutdownCause::GuestReset),
+            KVM_SYSTEM_EVENT_CRASH => requests.shutdown_request(ShutdownCause::GuestPanic),
+            other => self.fail(&format!("unknown system event {other}")),
+        }
+    }
+
+    fn internal_error_detail(&mut self) -> String {
+        let run = self.fd.get_kvm_run();
+        // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the live union member.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        let ndata = (internal.ndata as usize).min(internal.data.len());
+        let data: Vec<String> = internal.data[..ndata]
+            .iter()
+            .map(|d| format!("{d:#x}"))
+            .collect();
+        format!("suberror {}, data [{}]", internal.suberror, data.join(", "))
+    }
+
+    /// The registers that tell where a guest went wrong, on one line.
+    fn describe_registers(&self) -> String {
+        match (self.fd.get_regs(), self.fd.get_sregs()) {
+            (Ok(r), Ok(s)) => format!(
+                "rip={:#x} rsp={:#x} cs={:#x} cpl={} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
+                r.rip, r.rsp, s.cs.selector, s.cs.dpl, s.cr0, s.cr3, s.cr4, s.efer
+            ),
+            _ => "registers unavailable".to_string(),
+        }
+    }
+
+    /// Reports an unrecoverable vCPU failure with the guest's registers and asks the main
+    /// loop to end the VM. The caller parks afterwards.
+    fn fail(&self, what: &str) {
+        eprintln!(
+            "vmm: vcpu{}: {what}; {}",
+            self.index,
+            self.describe_registers()
+        );
+        self.ctx
+            .requests
+            .shutdown_request_with_status(ShutdownCause::HostError, EXIT_STATUS_VCPU_FAILURE);
+    }
+}
