@@ -95,7 +95,7 @@ fn prompt_takes_commands_from_stdin() {
     if !kvm_available("prompt_takes_commands_from_stdin") {
         return;
     }
-    let mut run = VmmRun::start_with_stdin("prompt", &[], Stdio::piped());
+    let mut run = VmmRun::start_interactive("prompt", &[]);
     run.wait_for_serial("guest> ", 1);
     let mut stdin = run.child.stdin.take().expect("stdin pipe");
     stdin.write_all(b"help\ninfo\n").unwrap();

@@ -70,20 +70,34 @@ pub struct Finished {
 impl VmmRun {
     /// Starts `vmm run ARGS... --serial file=...` with stdin closed.
     pub fn start(tag: &str, args: &[&str]) -> VmmRun {
-        Self::start_with_stdin(tag, args, Stdio::null())
+        Self::spawn(tag, args, false)
     }
 
-    pub fn start_with_stdin(tag: &str, args: &[&str], stdin: Stdio) -> VmmRun {
+    /// Starts `vmm run ARGS... --serial stdio` with stdin piped; the console lands in the
+    /// same file as with `start`.
+    pub fn start_interactive(tag: &str, args: &[&str]) -> VmmRun {
+        Self::spawn(tag, args, true)
+    }
+
+    fn spawn(tag: &str, args: &[&str], interactive: bool) -> VmmRun {
         let dir = TempDir::new(tag);
         let serial = dir.path("serial.log");
         let stderr = dir.path("stderr.log");
-        let serial_arg = format!("file={}", serial.display());
-        let child = Command::new(VMM)
-            .arg("run")
-            .args(args)
-            .args(["--serial", &serial_arg])
-            .stdin(stdin)
-            .stdout(Stdio::null())
+        let mut command = Command::new(VMM);
+        command.arg("run").args(args);
+        if interactive {
+            command
+                .args(["--serial", "stdio"])
+                .stdin(Stdio::piped())
+                .stdout(std::fs::File::create(&serial).expect("console file"));
+        } else {
+            command
+                .arg("--serial")
+                .arg(format!("file={}", serial.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null());
+        }
+        let child = command
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .spawn()
             .expect("start vmm");

@@ -116,7 +116,7 @@ pub fn check_memory_size(bytes: u64, host_ram: Option<u64>) -> Result<u64, Parse
             MIN_MEMORY >> 20
         ));
     }
-    if bytes % 4096 != 0 {
+    if !bytes.is_multiple_of(4096) {
         return err(format!(
             "{bytes} bytes is not a whole number of 4 KiB pages"
         ));
@@ -136,7 +136,7 @@ pub fn check_memory_size(bytes: u64, host_ram: Option<u64>) -> Result<u64, Parse
 /// Formats a byte count with the largest unit that divides it.
 pub fn format_size(bytes: u64) -> String {
     for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{} {unit}", bytes >> shift);
         }
     }

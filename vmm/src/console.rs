@@ -4,13 +4,16 @@
 //! Like QEMU's `-serial mon:stdio`, Ctrl-A is an escape on a terminal: `Ctrl-A x` quits,
 //! `Ctrl-A Ctrl-A` sends one Ctrl-A to the guest. Piped stdin is passed through untouched.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::cell::RefCell;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use devices::legacy::Serial;
 use nix::sys::termios::{self, SetArg, Termios};
+use vmm_sys_util::eventfd::EventFd;
 
-use crate::main_loop::{Requests, ShutdownCause};
+use crate::main_loop::{AioContext, Requests, ShutdownCause};
 
 const CTRL_A: u8 = 0x01;
 
@@ -109,8 +112,10 @@ pub struct StdinForwarder {
     serial: Arc<Mutex<Serial>>,
     requests: Arc<Requests>,
     filter: Option<EscapeFilter>,
-    /// Bytes read from stdin that did not fit the FIFO yet.
+    /// Bytes read from stdin that did not fit the FIFO yet (at most one read's worth).
     pending: Vec<u8>,
+    /// Not reading stdin until the guest drains the FIFO.
+    stalled: bool,
 }
 
 impl StdinForwarder {
@@ -120,6 +125,7 @@ impl StdinForwarder {
             requests,
             filter: is_terminal.then(EscapeFilter::new),
             pending: Vec::new(),
+            stalled: false,
         }
     }
 
@@ -167,6 +173,54 @@ impl StdinForwarder {
     pub fn wants_input(&self) -> bool {
         self.pending.is_empty()
     }
+}
+
+/// Feeds stdin to the UART from the main loop. While the UART's FIFO is full stdin is not
+/// read at all (the kernel's pipe or tty buffer holds the rest), and reading resumes when the
+/// guest drains the FIFO, as QEMU's character devices do.
+pub fn attach_stdin(aio: &AioContext, forwarder: StdinForwarder, drained: EventFd) {
+    let forwarder = Rc::new(RefCell::new(forwarder));
+    watch_stdin(aio, forwarder.clone());
+    let aio_for_drained = aio.clone();
+    let drained_fd = drained.as_raw_fd();
+    aio.set_fd_handler(
+        drained_fd,
+        Some(Box::new(move || {
+            let _ = drained.read();
+            let resume = {
+                let mut f = forwarder.borrow_mut();
+                f.stalled && f.flush_pending()
+            };
+            if resume {
+                forwarder.borrow_mut().stalled = false;
+                watch_stdin(&aio_for_drained, forwarder.clone());
+            }
+        })),
+        None,
+    );
+}
+
+fn watch_stdin(aio: &AioContext, forwarder: Rc<RefCell<StdinForwarder>>) {
+    let aio_in_handler = aio.clone();
+    aio.set_fd_handler(
+        libc::STDIN_FILENO,
+        Some(Box::new(move || {
+            let mut f = forwarder.borrow_mut();
+            match f.on_readable() {
+                Ok(true) if f.wants_input() => {}
+                Ok(true) => {
+                    f.stalled = true;
+                    aio_in_handler.set_fd_handler(libc::STDIN_FILENO, None, None);
+                }
+                Ok(false) => aio_in_handler.set_fd_handler(libc::STDIN_FILENO, None, None),
+                Err(e) => {
+                    log::warn!("console input: {e}");
+                    aio_in_handler.set_fd_handler(libc::STDIN_FILENO, None, None);
+                }
+            }
+        })),
+        None,
+    );
 }
 
 #[cfg(test)]

@@ -46,6 +46,8 @@ pub struct Machine {
     // Field order is drop order: threads stop before the VM fd and RAM go away.
     vcpus: VcpuGroup,
     serial: Arc<Mutex<Serial>>,
+    /// Written when the guest has read all queued console input.
+    serial_input_drained: EventFd,
     ioapic: Arc<Mutex<Ioapic>>,
     vm: Vm,
 }
@@ -65,7 +67,13 @@ impl Machine {
         let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(|e| dev(&e))?;
         vm.register_irqfd(&serial_irq, legacy::COM1_IRQ)
             .map_err(Error::Vm)?;
-        let serial = Arc::new(Mutex::new(Serial::new(serial_irq, serial_out)));
+        let input_drained = EventFd::new(EFD_NONBLOCK).map_err(|e| dev(&e))?;
+        let drained_for_uart = input_drained.try_clone().map_err(|e| dev(&e))?;
+        let serial = Arc::new(Mutex::new(Serial::new(
+            serial_irq,
+            serial_out,
+            Some(drained_for_uart),
+        )));
         pio.insert(serial.clone(), legacy::COM1_BASE, 8)
             .map_err(|e| dev(&e))?;
 
@@ -102,6 +110,7 @@ impl Machine {
             config: config.clone(),
             vcpus,
             serial,
+            serial_input_drained: input_drained,
             ioapic,
             vm,
         })
@@ -109,6 +118,10 @@ impl Machine {
 
     pub fn serial(&self) -> &Arc<Mutex<Serial>> {
         &self.serial
+    }
+
+    pub fn serial_input_drained(&self) -> &EventFd {
+        &self.serial_input_drained
     }
 
     pub fn vm(&self) -> &Vm {

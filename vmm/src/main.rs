@@ -11,7 +11,7 @@ use vmm::cli::{self, Cli, Command, RunArgs};
 use vmm::config::{SerialConfig, VmConfig};
 use vmm::console::{self, StdinForwarder};
 use vmm::machine::Machine;
-use vmm::main_loop::{signals, LoopExit, MainLoop, ShutdownCause};
+use vmm::main_loop::{signals, LoopExit, MainLoop, Requests, ShutdownCause};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -91,24 +91,15 @@ fn open_serial_output(config: &VmConfig) -> Result<Box<dyn Write + Send>, String
 fn attach_stdin(
     main_loop: &MainLoop,
     machine: &Machine,
-    requests: Arc<vmm::main_loop::Requests>,
+    requests: Arc<Requests>,
 ) -> Result<(), String> {
     let is_terminal = console::enter_raw_mode()?;
-    let mut forwarder = StdinForwarder::new(machine.serial().clone(), requests, is_terminal);
-    let aio = main_loop.aio();
-    let aio_for_handler = aio.clone();
-    aio.set_fd_handler(
-        libc::STDIN_FILENO,
-        Some(Box::new(move || match forwarder.on_readable() {
-            Ok(true) => {}
-            Ok(false) => aio_for_handler.set_fd_handler(libc::STDIN_FILENO, None, None),
-            Err(e) => {
-                log::warn!("console input: {e}");
-                aio_for_handler.set_fd_handler(libc::STDIN_FILENO, None, None);
-            }
-        })),
-        None,
-    );
+    let forwarder = StdinForwarder::new(machine.serial().clone(), requests, is_terminal);
+    let drained = machine
+        .serial_input_drained()
+        .try_clone()
+        .map_err(|e| format!("console: {e}"))?;
+    console::attach_stdin(main_loop.aio(), forwarder, drained);
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use vm_superio::serial::NoEvents;
+use vm_superio::serial::SerialEvents;
 use vm_superio::Trigger;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -46,15 +46,31 @@ impl Write for ConsoleWriter {
     }
 }
 
+/// Tells the VMM when the guest has read everything queued, so it can feed more input.
+pub struct InputDrained(Option<EventFd>);
+
+impl SerialEvents for InputDrained {
+    fn buffer_read(&self) {}
+    fn out_byte(&self) {}
+    fn tx_lost_byte(&self) {}
+    fn in_buffer_empty(&self) {
+        if let Some(event) = &self.0 {
+            let _ = event.write(1);
+        }
+    }
+}
+
 pub struct Serial {
-    uart: vm_superio::Serial<IrqTrigger, NoEvents, ConsoleWriter>,
+    uart: vm_superio::Serial<IrqTrigger, InputDrained, ConsoleWriter>,
 }
 
 impl Serial {
-    pub fn new(irq: EventFd, out: Box<dyn Write + Send>) -> Serial {
+    /// `input_drained`, if given, is written each time the guest empties the receive FIFO.
+    pub fn new(irq: EventFd, out: Box<dyn Write + Send>, input_drained: Option<EventFd>) -> Serial {
         let writer = ConsoleWriter { out, failed: false };
+        let events = InputDrained(input_drained);
         Serial {
-            uart: vm_superio::Serial::new(IrqTrigger(irq), writer),
+            uart: vm_superio::Serial::with_events(IrqTrigger(irq), events, writer),
         }
     }
 
@@ -128,7 +144,24 @@ mod tests {
 
     fn serial(out: Box<dyn Write + Send>) -> (Serial, EventFd) {
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        (Serial::new(irq.try_clone().unwrap(), out), irq)
+        (Serial::new(irq.try_clone().unwrap(), out, None), irq)
+    }
+
+    #[test]
+    fn draining_the_fifo_is_announced() {
+        let drained = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut s = Serial::new(
+            irq,
+            Box::new(io::sink()),
+            Some(drained.try_clone().unwrap()),
+        );
+        s.enqueue_input(b"ab");
+        let mut b = [0u8];
+        s.read(0x3f8, 0, &mut b);
+        assert!(drained.read().is_err(), "one byte still queued");
+        s.read(0x3f8, 0, &mut b);
+        assert_eq!(drained.read().unwrap(), 1);
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub struct E820Entry {
 pub fn e820_map(mem: &GuestMemoryMmap) -> Vec<E820Entry> {
     let low_end = low_ram_end(mem);
     let total: u64 = vm_memory::GuestMemoryBackend::iter(mem)
-        .map(|r| vm_memory::GuestMemoryRegion::len(r))
+        .map(vm_memory::GuestMemoryRegion::len)
         .sum();
     let mut map = vec![
         E820Entry {
@@ -91,13 +91,15 @@ pub fn configure_linux64(
     initrd: Option<(GuestAddress, usize)>,
     setup_header: Option<setup_header>,
 ) -> Result<()> {
-    let mut params = boot_params::default();
-    params.hdr = setup_header.unwrap_or(setup_header {
-        boot_flag: KERNEL_BOOT_FLAG_MAGIC,
-        header: KERNEL_HDR_MAGIC,
-        kernel_alignment: KERNEL_MIN_ALIGNMENT_BYTES,
+    let mut params = boot_params {
+        hdr: setup_header.unwrap_or(setup_header {
+            boot_flag: KERNEL_BOOT_FLAG_MAGIC,
+            header: KERNEL_HDR_MAGIC,
+            kernel_alignment: KERNEL_MIN_ALIGNMENT_BYTES,
+            ..Default::default()
+        }),
         ..Default::default()
-    });
+    };
     params.hdr.type_of_loader = KERNEL_LOADER_OTHER;
     params.hdr.cmd_line_ptr = cmdline_addr.raw_value() as u32;
     params.hdr.cmdline_size = cmdline_size as u32;
@@ -296,6 +298,6 @@ mod tests {
             ({ last.addr }, { last.size }, { last.type_ }),
             (0x100000, (64 << 20) - 0x100000, E820_RAM)
         );
-        assert!(PVH_MEMMAP_START + 8 * 24 <= ZERO_PAGE_START, "memmap room");
+        const { assert!(PVH_MEMMAP_START + 8 * 24 <= ZERO_PAGE_START, "memmap room") };
     }
 }
