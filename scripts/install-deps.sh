@@ -2,10 +2,10 @@
 # Installs the Debian packages this project needs to build, test and benchmark.
 # Run as root (or with sudo) on Debian bookworm. Safe to run again.
 #   libglib2.0-dev pkg-config   glib-sys (the main loop runs on GLib)
-#   qemu-system-x86             the benchmark's baseline (qemu-system-x86_64 -M microvm)
+#   qemu-system-x86 time        the benchmark's baseline (qemu-system-x86_64 -M microvm), peak RSS
 #   busybox-static cpio         resources/linux-guest/build.sh (the Linux guest's initramfs)
 set -euo pipefail
-packages=(libglib2.0-dev pkg-config qemu-system-x86 busybox-static cpio)
+packages=(libglib2.0-dev pkg-config qemu-system-x86 time busybox-static cpio)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
