@@ -224,9 +224,12 @@ impl Drop for VcpuGroup {
     }
 }
 
-/// Why the exit loop must stop running the guest for now.
-enum Stop {
-    /// A request was filed with the main loop; wait until it pauses or stops us.
+/// What the vCPU does after handling one exit.
+#[derive(PartialEq, Eq)]
+enum Next {
+    /// Enter the guest again.
+    Run,
+    /// A request was filed with the main loop: wait until it pauses or stops this vCPU.
     Park,
 }
 
@@ -263,7 +266,7 @@ impl VcpuThread {
                 continue;
             }
             drop(guard);
-            if let Err(Stop::Park) = self.run_once() {
+            if self.run_once() == Next::Park {
                 self.park_until_stopped();
             }
         }
@@ -294,17 +297,17 @@ impl VcpuThread {
     }
 
     /// Runs the guest until one exit and handles it.
-    fn run_once(&mut self) -> Result<(), Stop> {
+    fn run_once(&mut self) -> Next {
         let exit = match self.fd.run() {
             Ok(exit) => exit,
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 self.fd.set_kvm_immediate_exit(0);
-                return Ok(());
+                return Next::Run;
             }
             Err(e) => {
                 let msg = format!("KVM_RUN failed: {e}");
                 self.fail(&msg);
-                return Err(Stop::Park);
+                return Next::Park;
             }
         };
         match exit {
@@ -312,28 +315,28 @@ impl VcpuThread {
                 if !self.ctx.pio_bus.write(u64::from(port), data) {
                     log::debug!("vcpu{}: write to unassigned port {port:#x}", self.index);
                 }
-                Ok(())
+                Next::Run
             }
             VcpuExit::IoIn(port, data) => {
                 if !self.ctx.pio_bus.read(u64::from(port), data) {
                     data.fill(0xff);
                 }
-                Ok(())
+                Next::Run
             }
             VcpuExit::MmioWrite(addr, data) => {
                 if !self.ctx.mmio_bus.write(addr, data) {
                     log::debug!("vcpu{}: write to unassigned MMIO {addr:#x}", self.index);
                 }
-                Ok(())
+                Next::Run
             }
             VcpuExit::MmioRead(addr, data) => {
                 if !self.ctx.mmio_bus.read(addr, data) {
                     data.fill(0xff);
                 }
-                Ok(())
+                Next::Run
             }
             // With the in-kernel LAPIC KVM handles HLT itself; one that reaches us is harmless.
-            VcpuExit::Hlt => Ok(()),
+            VcpuExit::Hlt => Next::Run,
             VcpuExit::Shutdown => {
                 eprintln!(
                     "vmm: vcpu{}: triple fault (KVM_EXIT_SHUTDOWN): guest reset; {}",
@@ -341,27 +344,27 @@ impl VcpuThread {
                     self.describe_registers()
                 );
                 self.ctx.requests.reset_request(ShutdownCause::GuestReset);
-                Err(Stop::Park)
+                Next::Park
             }
             VcpuExit::SystemEvent(kind, _) => {
                 self.system_event(kind);
-                Err(Stop::Park)
+                Next::Park
             }
             VcpuExit::InternalError => {
                 let detail = self.internal_error_detail();
                 self.fail(&format!("KVM internal error ({detail})"));
-                Err(Stop::Park)
+                Next::Park
             }
             VcpuExit::FailEntry(reason, cpu) => {
                 self.fail(&format!(
                     "VM entry failed (reason {reason:#x}, host cpu {cpu})"
                 ));
-                Err(Stop::Park)
+                Next::Park
             }
             other => {
                 let what = format!("unexpected exit {other:?}");
                 self.fail(&what);
-                Err(Stop::Park)
+                Next::Park
             }
         }
     }
