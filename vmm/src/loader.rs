@@ -151,6 +151,13 @@ fn load_initrd(mem: &GuestMemoryMmap, path: &PathBuf) -> Result<(GuestAddress, u
 fn load_cmdline(mem: &GuestMemoryMmap, text: &str) -> Result<usize, Error> {
     let mut cmdline =
         Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(|e| Error::Cmdline(e.to_string()))?;
+    if text.len() >= layout::CMDLINE_MAX_SIZE {
+        return Err(Error::Cmdline(format!(
+            "{} bytes is longer than the {} this machine allows",
+            text.len(),
+            layout::CMDLINE_MAX_SIZE - 1
+        )));
+    }
     if !text.is_empty() {
         cmdline
             .insert_str(text)
