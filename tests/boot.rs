@@ -137,3 +137,103 @@ fn pio_exits_round_trip() {
         r.serial
     );
 }
+
+#[test]
+fn initrd_is_loaded_and_announced_by_both_protocols() {
+    if !kvm_available("initrd_is_loaded_and_announced_by_both_protocols") {
+        return;
+    }
+    let dir = common::TempDir::new("initrd");
+    let initrd = dir.path("initrd.img");
+    std::fs::write(&initrd, vec![0xa5u8; 12345]).unwrap();
+    for boot in ["pvh", "linux64"] {
+        let r = run_to_end(
+            "initrd",
+            &[
+                "--boot",
+                boot,
+                "--memory",
+                "64M",
+                "--initrd",
+                initrd.to_str().unwrap(),
+                "--cmdline",
+                "end=exit",
+            ],
+        );
+        assert!(r.status.success(), "{boot}: {}", r.stderr);
+        let line = report_value(&r.serial, "initrd:").unwrap_or_default();
+        assert!(line.ends_with(" 12345"), "{boot}: initrd line {line:?}");
+        assert!(
+            line.starts_with("0x3ff"),
+            "{boot}: initrd should sit at the top of 64M RAM: {line:?}"
+        );
+    }
+}
+
+/// A kernel whose first instruction KVM cannot run: on PVM hosts `int3` at CPL0 is an
+/// emulation failure (KVM_EXIT_INTERNAL_ERROR); with VMX/SVM it is a triple fault (no IDT).
+/// Either way the VMM reports it with the registers and ends, never hangs.
+#[test]
+fn a_vcpu_that_cannot_continue_is_reported() {
+    if !kvm_available("a_vcpu_that_cannot_continue_is_reported") {
+        return;
+    }
+    let dir = common::TempDir::new("int3");
+    let kernel = dir.path("int3.elf");
+    std::fs::write(&kernel, tiny_elf(0x10_0000, &[0xcc, 0xcc, 0xcc, 0xcc])).unwrap();
+    let r = run_to_end(
+        "int3",
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--boot",
+            "linux64",
+            "--no-reboot",
+        ],
+    );
+    let internal = r.stderr.contains("KVM internal error") && r.status.code() == Some(3);
+    let triple = r.stderr.contains("triple fault") && r.status.code() == Some(0);
+    assert!(
+        internal || triple,
+        "status {:?}, stderr:\n{}",
+        r.status,
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("rip=0x100000"),
+        "registers reported: {}",
+        r.stderr
+    );
+}
+
+/// A minimal ELF64 executable: one PT_LOAD of `code` at `addr`, entry at `addr`.
+fn tiny_elf(addr: u64, code: &[u8]) -> Vec<u8> {
+    let mut elf = Vec::new();
+    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // x86-64
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&addr.to_le_bytes()); // e_entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    elf.extend_from_slice(&0u32.to_le_bytes());
+    for v in [64u16, 56, 1, 64, 0, 0] {
+        elf.extend_from_slice(&v.to_le_bytes()); // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+    }
+    let offset = 0x1000u64;
+    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf.extend_from_slice(&7u32.to_le_bytes()); // RWX
+    for v in [
+        offset,
+        addr,
+        addr,
+        code.len() as u64,
+        code.len() as u64,
+        0x1000,
+    ] {
+        elf.extend_from_slice(&v.to_le_bytes());
+    }
+    elf.resize(offset as usize, 0);
+    elf.extend_from_slice(code);
+    elf
+}

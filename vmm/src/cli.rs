@@ -64,9 +64,6 @@ impl RunArgs {
         }
         let memory = config::check_memory_size(self.memory, config::host_ram_bytes())
             .map_err(|e| format!("--memory: {e}"))?;
-        if self.initrd.is_some() && self.kernel.is_none() {
-            return Err("--initrd needs --kernel (the built-in test guest takes no initrd)".into());
-        }
         let kernel = match &self.kernel {
             Some(path) => KernelSource::File(path.clone()),
             None => KernelSource::Embedded,

@@ -226,6 +226,17 @@ mod tests {
     }
 
     #[test]
+    fn kvm_open_errors_say_what_to_do() {
+        let denied = Error::OpenKvm(std::io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(
+            denied.to_string(),
+            "cannot open /dev/kvm: Permission denied (run as root or join the group that owns /dev/kvm)"
+        );
+        let missing = Error::OpenKvm(std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert!(missing.to_string().ends_with("(is the kvm module loaded?)"));
+    }
+
+    #[test]
     fn creates_vm_with_ram_and_split_irqchip() {
         if !kvm_present() {
             return;
