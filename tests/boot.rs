@@ -12,11 +12,7 @@ fn assert_clean_pass(tag: &str, result: &common::Finished) {
         result.serial,
         result.stderr
     );
-    assert!(
-        result.serial.contains("RESULT PASS"),
-        "{tag}: console:\n{}",
-        result.serial
-    );
+    result.assert_console_has(&["RESULT PASS"]);
     assert!(
         !result.serial.contains(" FAIL"),
         "{tag}: console:\n{}",

@@ -49,28 +49,15 @@ fn guest_sees_its_own_reboot() {
         return;
     }
     let r = run_to_end("selfreset", &["--cmdline", "end=exit test=reset,serial"]);
-    assert!(
-        r.status.success(),
-        "console:\n{}\nstderr:\n{}",
-        r.serial,
-        r.stderr
-    );
+    r.assert_success();
     assert_eq!(
         r.serial.matches(BANNER).count(),
         2,
         "console:\n{}",
         r.serial
     );
-    assert!(
-        r.serial.contains("TEST reset PASS rebooted"),
-        "console:\n{}",
-        r.serial
-    );
-    assert!(
-        r.serial.contains("RESULT PASS pass=2 fail=0"),
-        "console:\n{}",
-        r.serial
-    );
+    r.assert_console_has(&["TEST reset PASS rebooted"]);
+    r.assert_console_has(&["RESULT PASS pass=2 fail=0"]);
 }
 
 #[test]
@@ -103,8 +90,8 @@ fn prompt_takes_commands_from_stdin() {
     stdin.write_all(b"poweroff\n").unwrap();
     let r = run.finish();
     assert_eq!(r.status.code(), Some(0), "console:\n{}", r.serial);
-    assert!(r.serial.contains("poweroff"), "console:\n{}", r.serial);
-    assert!(r.serial.contains("powering off"), "console:\n{}", r.serial);
+    r.assert_console_has(&["poweroff"]);
+    r.assert_console_has(&["powering off"]);
 }
 
 /// SIGTERM while the guest owns the terminal: the VMM exits 0 and the terminal is cooked again.

@@ -81,21 +81,8 @@ fn debian_kernel_boots_to_init_and_reboots_out() {
             "console=ttyS0 reboot=k panic=-1 linux.end=reboot",
         ],
     );
-    assert!(
-        r.status.success(),
-        "console:\n{}\nstderr:\n{}",
-        r.serial,
-        r.stderr
-    );
-    assert!(
-        r.serial.contains("LINUX-GUEST-OK"),
-        "console:\n{}",
-        r.serial
-    );
-    assert!(
-        r.serial.contains("LINUX-GUEST-DONE"),
-        "console:\n{}",
-        r.serial
-    );
-    assert!(r.serial.contains("memory: "), "console:\n{}", r.serial);
+    r.assert_success();
+    r.assert_console_has(&["LINUX-GUEST-OK"]);
+    r.assert_console_has(&["LINUX-GUEST-DONE"]);
+    r.assert_console_has(&["memory: "]);
 }

@@ -67,6 +67,30 @@ pub struct Finished {
     pub stderr: String,
 }
 
+impl Finished {
+    /// Panics, showing the console and stderr, unless the run exited with status 0.
+    pub fn assert_success(&self) {
+        assert!(
+            self.status.success(),
+            "{:?}\nconsole:\n{}\nstderr:\n{}",
+            self.status,
+            self.serial,
+            self.stderr
+        );
+    }
+
+    /// Panics, showing the console, unless it contains every needle.
+    pub fn assert_console_has(&self, needles: &[&str]) {
+        for needle in needles {
+            assert!(
+                self.serial.contains(needle),
+                "missing {needle:?}; console:\n{}",
+                self.serial
+            );
+        }
+    }
+}
+
 impl VmmRun {
     /// Starts `vmm run ARGS... --serial file=...` with stdin closed.
     pub fn start(tag: &str, args: &[&str]) -> VmmRun {
