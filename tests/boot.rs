@@ -5,13 +5,7 @@ mod common;
 use common::{kvm_available, report_value, run_to_end};
 
 fn assert_clean_pass(tag: &str, result: &common::Finished) {
-    assert!(
-        result.status.success(),
-        "{tag}: {:?}\nconsole:\n{}\nstderr:\n{}",
-        result.status,
-        result.serial,
-        result.stderr
-    );
+    result.assert_success();
     result.assert_console_has(&["RESULT PASS"]);
     assert!(
         !result.serial.contains(" FAIL"),
