@@ -45,6 +45,40 @@ pub struct RunArgs {
     /// Boot entry: auto (PVH when the ELF has a PVH note), pvh or linux64.
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = config::parse_boot_mode)]
     pub boot: BootMode,
+    /// Domain name shown to management clients.
+    #[arg(long, value_name = "NAME", default_value = "vmm", value_parser = config::parse_name)]
+    pub name: String,
+    /// Domain UUID (default: a random one).
+    #[arg(long, value_name = "UUID", value_parser = config::parse_uuid)]
+    pub uuid: Option<[u8; 16]>,
+    /// Serve the libvirt remote protocol on this unix socket (virsh, libvirt-python).
+    #[arg(long, value_name = "PATH")]
+    pub mgmt_socket: Option<PathBuf>,
+    /// A second socket that allows only read-only procedures.
+    #[arg(long, value_name = "PATH", requires = "mgmt_socket")]
+    pub mgmt_socket_ro: Option<PathBuf>,
+    /// Permission bits of the management sockets (octal).
+    #[arg(long, value_name = "MODE", default_value = "600", value_parser = config::parse_mode)]
+    pub mgmt_socket_mode: u32,
+    /// Most management clients connected at once.
+    #[arg(long, value_name = "N", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub mgmt_max_clients: u32,
+    /// Worker threads for management calls: started at once, at most, and for priority calls.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub mgmt_min_workers: u32,
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub mgmt_max_workers: u32,
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub mgmt_prio_workers: u32,
+    /// Calls one client may have in flight before the server stops reading from it.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub mgmt_max_client_requests: u32,
+    /// Seconds of silence before pinging a client that asked for keepalive (0: never).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub mgmt_keepalive_interval: u64,
+    /// Unanswered pings before such a client is dropped.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub mgmt_keepalive_count: u32,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "warn", value_parser = parse_log_level)]
     pub log_level: log::LevelFilter,
@@ -74,6 +108,8 @@ impl RunArgs {
             (None, KernelSource::Embedded) => String::new(),
         };
         Ok(VmConfig {
+            name: self.name.clone(),
+            uuid: self.uuid.unwrap_or_else(config::random_uuid),
             kernel,
             initrd: self.initrd.clone(),
             cmdline,
@@ -92,6 +128,26 @@ fn parse_log_level(text: &str) -> Result<log::LevelFilter, String> {
         _ => Err(format!(
             "'{text}' is not one of error, warn, info, debug, trace"
         )),
+    }
+}
+
+impl RunArgs {
+    /// The management server's settings, if a socket was asked for.
+    pub fn management(&self) -> Option<mgmt::ServerConfig> {
+        let socket = self.mgmt_socket.clone()?;
+        Some(mgmt::ServerConfig {
+            socket,
+            readonly_socket: self.mgmt_socket_ro.clone(),
+            socket_mode: self.mgmt_socket_mode,
+            max_clients: self.mgmt_max_clients as usize,
+            min_workers: self.mgmt_min_workers as usize,
+            max_workers: (self.mgmt_max_workers as usize).max(self.mgmt_min_workers as usize),
+            prio_workers: self.mgmt_prio_workers as usize,
+            max_client_requests: self.mgmt_max_client_requests as usize,
+            keepalive_interval: self.mgmt_keepalive_interval,
+            keepalive_count: self.mgmt_keepalive_count,
+            ..mgmt::ServerConfig::default()
+        })
     }
 }
 
@@ -165,6 +221,38 @@ mod tests {
         assert_eq!(cfg.cmdline, "end=exit");
         assert_eq!(cfg.boot, BootMode::Linux64);
         assert_eq!(r.log_level, log::LevelFilter::Debug);
+        assert!(r.management().is_none());
+    }
+
+    #[test]
+    fn management_flags() {
+        let r = run_args(&[
+            "run",
+            "--name",
+            "web",
+            "--uuid",
+            "6695eb01-f6a4-8304-79aa-97f2502e193f",
+            "--mgmt-socket",
+            "/tmp/s",
+            "--mgmt-socket-ro",
+            "/tmp/r",
+            "--mgmt-max-client-requests",
+            "3",
+            "--mgmt-socket-mode",
+            "660",
+        ]);
+        let cfg = r.to_config().unwrap();
+        assert_eq!(cfg.name, "web");
+        assert_eq!(cfg.uuid[0], 0x66);
+        let m = r.management().unwrap();
+        assert_eq!(m.socket, PathBuf::from("/tmp/s"));
+        assert_eq!(m.readonly_socket, Some(PathBuf::from("/tmp/r")));
+        assert_eq!((m.max_client_requests, m.socket_mode), (3, 0o660));
+        assert!(
+            parse(&["run", "--mgmt-socket-ro", "/tmp/r"]).is_err(),
+            "ro needs the main socket"
+        );
+        assert!(parse(&["run", "--mgmt-max-client-requests", "0"]).is_err());
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub enum KernelSource {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
+    /// The domain's name and UUID, as management clients see them.
+    pub name: String,
+    pub uuid: [u8; 16],
     pub kernel: KernelSource,
     pub initrd: Option<PathBuf>,
     pub cmdline: String,
@@ -51,6 +54,8 @@ pub struct VmConfig {
 impl Default for VmConfig {
     fn default() -> Self {
         VmConfig {
+            name: "vmm".to_string(),
+            uuid: random_uuid(),
             kernel: KernelSource::Embedded,
             initrd: None,
             cmdline: String::new(),
@@ -60,6 +65,56 @@ impl Default for VmConfig {
             no_reboot: false,
             boot: BootMode::Auto,
         }
+    }
+}
+
+/// A random (version 4) UUID.
+pub fn random_uuid() -> [u8; 16] {
+    let mut uuid = [0u8; 16];
+    // SAFETY: the buffer is valid for 16 bytes; getrandom fills at most that.
+    let n = unsafe { libc::getrandom(uuid.as_mut_ptr().cast(), uuid.len(), 0) };
+    if n != uuid.len() as isize {
+        // No entropy source: fall back to time and pid, still unique enough per host.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        uuid[..8].copy_from_slice(&(t as u64).to_le_bytes());
+        uuid[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    uuid[6] = (uuid[6] & 0x0f) | 0x40;
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    uuid
+}
+
+/// Parses a UUID (with or without dashes).
+pub fn parse_uuid(text: &str) -> Result<[u8; 16], ParseError> {
+    mgmt::domain::parse_uuid(text).ok_or_else(|| {
+        ParseError(format!(
+            "'{text}' is not a UUID (like 6695eb01-f6a4-8304-79aa-97f2502e193f)"
+        ))
+    })
+}
+
+/// Parses a domain name: what libvirt clients can pass around unquoted.
+pub fn parse_name(text: &str) -> Result<String, ParseError> {
+    if text.is_empty()
+        || text.len() > 256
+        || text.contains('/')
+        || text.chars().any(char::is_control)
+    {
+        return err(format!(
+            "'{text}' is not a usable domain name (1-256 characters, no '/' or control characters)"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// Parses octal permission bits such as 600 or 0660.
+pub fn parse_mode(text: &str) -> Result<u32, ParseError> {
+    match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => err(format!("'{text}' is not an octal permission mode like 600")),
     }
 }
 
@@ -243,6 +298,23 @@ mod tests {
         assert!(parse_cpus("0").is_err());
         assert!(parse_cpus("255").is_err());
         assert!(parse_cpus("two").is_err());
+    }
+
+    #[test]
+    fn uuids_names_modes() {
+        let u = random_uuid();
+        assert_eq!(u[6] >> 4, 4, "version 4");
+        assert_ne!(random_uuid(), u);
+        assert_eq!(
+            parse_uuid("6695eb01-f6a4-8304-79aa-97f2502e193f").unwrap()[0],
+            0x66
+        );
+        assert!(parse_uuid("nope").is_err());
+        assert_eq!(parse_name("web-1"), Ok("web-1".to_string()));
+        assert!(parse_name("").is_err() && parse_name("a/b").is_err());
+        assert_eq!(parse_mode("600"), Ok(0o600));
+        assert_eq!(parse_mode("0660"), Ok(0o660));
+        assert!(parse_mode("999").is_err() && parse_mode("1777").is_err());
     }
 
     #[test]

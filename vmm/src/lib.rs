@@ -6,6 +6,7 @@
 //! - `vm`, `vcpu`: the KVM VM (RAM, split irqchip, MSI routes) and the vCPU threads.
 //! - `loader`: kernel, initrd, command line and boot tables into guest RAM.
 //! - `machine`: all of it assembled from a `config::VmConfig`; what the main loop drives.
+//! - `management`: the libvirt management server's view of the VM (mgmt::Hypervisor).
 //! - `cli`, `console`, `logger`: the `vmm` launcher's command line, terminal and log output.
 
 pub mod arch;
@@ -16,5 +17,6 @@ pub mod loader;
 pub mod logger;
 pub mod machine;
 pub mod main_loop;
+pub mod management;
 pub mod vcpu;
 pub mod vm;

@@ -11,7 +11,8 @@ use vmm::cli::{self, Cli, Command, RunArgs};
 use vmm::config::{SerialConfig, VmConfig};
 use vmm::console::{self, StdinForwarder};
 use vmm::machine::Machine;
-use vmm::main_loop::{signals, LoopExit, MainLoop, Requests, ShutdownCause};
+use vmm::main_loop::{signals, LoopExit, MainLoop, Requests, ShutdownAction, ShutdownCause};
+use vmm::management::ManagedDomain;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -45,6 +46,14 @@ fn run(args: &RunArgs) -> u8 {
     let mut machine = match Machine::new(&config, requests.clone(), serial_out) {
         Ok(m) => m,
         Err(e) => return fail(&e.to_string()),
+    };
+    // Kept alive until the VMM exits; dropping it removes the sockets.
+    let _management = match args.management() {
+        Some(server_config) => match start_management(&mut main_loop, &config, server_config) {
+            Ok(server) => Some(server),
+            Err(e) => return fail(&e),
+        },
+        None => None,
     };
     if config.serial == SerialConfig::Stdio {
         if let Err(e) = attach_stdin(&main_loop, &machine, requests) {
@@ -101,6 +110,29 @@ fn attach_stdin(
         .map_err(|e| format!("console: {e}"))?;
     console::attach_stdin(main_loop.aio(), forwarder, drained);
     Ok(())
+}
+
+/// Serves the libvirt protocol. A managed VM outlives its guest: a guest poweroff or a
+/// destroy leaves it shut off and the process serving until a start or a host signal.
+fn start_management(
+    main_loop: &mut MainLoop,
+    config: &VmConfig,
+    server_config: mgmt::ServerConfig,
+) -> Result<Arc<mgmt::Server>, String> {
+    let socket = server_config.socket.clone();
+    let domain = ManagedDomain::new(config, main_loop.requests());
+    let server = Arc::new(
+        mgmt::Server::start(server_config, domain.clone())
+            .map_err(|e| format!("--mgmt-socket: {e}"))?,
+    );
+    main_loop.set_shutdown_action(ShutdownAction::Pause);
+    main_loop.add_event_listener(domain.event_listener(server.clone()));
+    eprintln!(
+        "vmm: managing domain '{}': virsh -c 'qemu+unix:///system?socket={}'",
+        config.name,
+        socket.display()
+    );
+    Ok(server)
 }
 
 /// How the guest ended, as a process exit status.

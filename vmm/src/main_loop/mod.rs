@@ -132,10 +132,11 @@ impl MainLoop {
         match self.state.set(to) {
             Ok(from) => {
                 self.clocks.enable_virtual(to == RunState::Running);
-                self.requests.publish_state(to);
                 if from != to {
                     self.emit(Event::StateChanged { from, to });
                 }
+                // Last: threads waiting for this state see what the listeners recorded.
+                self.requests.publish_state(to);
                 true
             }
             Err(e) => {
@@ -229,18 +230,21 @@ impl MainLoop {
         None
     }
 
+    /// With ShutdownAction::Pause the VM stops in state Shutdown and the loop goes on, except
+    /// for the host's own requests to quit (signals, the console's Ctrl-A x).
     fn shutdown(
         &mut self,
         machine: &mut dyn Machine,
         cause: ShutdownCause,
         status: Option<i32>,
     ) -> Option<LoopExit> {
+        let host_quits = matches!(cause, ShutdownCause::HostSignal(_) | ShutdownCause::HostUi);
         match self.shutdown_action {
-            ShutdownAction::Exit => Some(LoopExit { cause, status }),
-            ShutdownAction::Pause => {
+            ShutdownAction::Pause if !host_quits => {
                 self.vm_stop(machine, RunState::Shutdown);
                 None
             }
+            _ => Some(LoopExit { cause, status }),
         }
     }
 
@@ -256,10 +260,11 @@ impl MainLoop {
             });
         }
         self.emit(Event::Reset { cause });
+        // As QEMU: a machine reset while not running waits in prelaunch for a start.
         if was_running {
             machine.resume_vcpus();
-        } else if self.state() != RunState::Prelaunch {
-            self.set_state(RunState::Paused);
+        } else {
+            self.set_state(RunState::Prelaunch);
         }
         None
     }

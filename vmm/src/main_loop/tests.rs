@@ -159,11 +159,18 @@ fn shutdown_action_pause_keeps_the_loop() {
     ml.requests().shutdown_request(ShutdownCause::GuestShutdown);
     assert_eq!(ml.main_loop_should_exit(&mut m), None);
     assert_eq!(ml.state(), RunState::Shutdown);
-    // A reset from Shutdown leaves the VM paused, ready to be started again.
+    // The host quitting still ends the loop.
+    ml.requests()
+        .shutdown_request(ShutdownCause::HostSignal(15));
+    assert!(ml.main_loop_should_exit(&mut m).is_some());
+    // A reset from Shutdown leaves the VM in prelaunch, ready to be started again.
     ml.requests()
         .reset_request(ShutdownCause::HostQmpSystemReset);
     ml.main_loop_should_exit(&mut m);
-    assert_eq!(ml.state(), RunState::Paused);
+    assert_eq!(ml.state(), RunState::Prelaunch);
+    ml.requests().vm_start_request();
+    ml.main_loop_should_exit(&mut m);
+    assert_eq!(ml.state(), RunState::Running);
 }
 
 #[test]

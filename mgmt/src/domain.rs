@@ -1,0 +1,104 @@
+//! The one domain this process runs, as the protocol names it (`remote_nonnull_domain`), and
+//! what the VMM reports about it.
+
+use crate::protocol::{DomainState, STRING_MAX, UUID_LEN};
+use crate::xdr::{XdrError, XdrReader, XdrWriter};
+
+/// `remote_nonnull_domain`: name, uuid, id (-1 when not running).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainRef {
+    pub name: String,
+    pub uuid: [u8; UUID_LEN],
+    pub id: i32,
+}
+
+impl DomainRef {
+    pub fn encode(&self, w: &mut XdrWriter) {
+        w.put_string(&self.name);
+        w.put_fixed_opaque(&self.uuid);
+        w.put_i32(self.id);
+    }
+
+    pub fn decode(r: &mut XdrReader) -> Result<DomainRef, XdrError> {
+        let name = r.get_string(STRING_MAX)?;
+        let mut uuid = [0u8; UUID_LEN];
+        uuid.copy_from_slice(r.get_fixed_opaque(UUID_LEN)?);
+        let id = r.get_i32()?;
+        Ok(DomainRef { name, uuid, id })
+    }
+}
+
+/// A snapshot of the domain for queries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainStatus {
+    pub domain: DomainRef,
+    pub state: DomainState,
+    /// virDomain*Reason for `state`.
+    pub reason: i32,
+    pub max_memory_kib: u64,
+    pub memory_kib: u64,
+    pub vcpus: u32,
+    pub cpu_time_ns: u64,
+}
+
+impl DomainStatus {
+    pub fn is_active(&self) -> bool {
+        !matches!(self.state, DomainState::Shutoff | DomainState::Crashed)
+    }
+}
+
+/// Formats a UUID the usual way (8-4-4-4-12 lowercase hex).
+pub fn format_uuid(uuid: &[u8; UUID_LEN]) -> String {
+    let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Parses a UUID with or without dashes.
+pub fn parse_uuid(text: &str) -> Option<[u8; UUID_LEN]> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut uuid = [0u8; UUID_LEN];
+    for (i, byte) in uuid.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(uuid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_ref_is_28_bytes_for_test() {
+        let d = DomainRef {
+            name: "test".into(),
+            uuid: [1; 16],
+            id: -1,
+        };
+        let mut w = XdrWriter::new();
+        d.encode(&mut w);
+        let bytes = w.into_inner();
+        assert_eq!(bytes.len(), 28);
+        assert_eq!(&bytes[24..], &[0xff; 4]);
+        assert_eq!(DomainRef::decode(&mut XdrReader::new(&bytes)).unwrap(), d);
+    }
+
+    #[test]
+    fn uuid_text() {
+        let u = parse_uuid("6695eb01-f6a4-8304-79aa-97f2502e193f").unwrap();
+        assert_eq!(u[0], 0x66);
+        assert_eq!(format_uuid(&u), "6695eb01-f6a4-8304-79aa-97f2502e193f");
+        assert_eq!(parse_uuid("6695eb01f6a4830479aa97f2502e193f"), Some(u));
+        assert_eq!(parse_uuid("xyz"), None);
+        assert_eq!(parse_uuid("6695eb01-f6a4-8304-79aa-97f2502e193"), None);
+    }
+}

@@ -1,0 +1,91 @@
+//! Facts about the host for NODE_GET_INFO, CONNECT_GET_HOSTNAME and capabilities.
+
+/// NODE_GET_INFO's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub model: String,
+    pub memory_kib: u64,
+    pub cpus: i32,
+    pub mhz: i32,
+    pub nodes: i32,
+    pub sockets: i32,
+    pub cores: i32,
+    pub threads: i32,
+}
+
+fn meminfo_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn cpu_mhz() -> i32 {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("cpu MHz")).and_then(|l| {
+                l.split(':')
+                    .nth(1)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+        })
+        .map(|mhz| mhz as i32)
+        .unwrap_or(0)
+}
+
+pub fn node_info() -> NodeInfo {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as i32)
+        .unwrap_or(1);
+    NodeInfo {
+        model: std::env::consts::ARCH.to_string(),
+        memory_kib: meminfo_kib(),
+        cpus,
+        mhz: cpu_mhz(),
+        nodes: 1,
+        sockets: 1,
+        cores: cpus,
+        threads: 1,
+    }
+}
+
+pub fn hostname() -> String {
+    nix_hostname().unwrap_or_else(|| "localhost".to_string())
+}
+
+fn nix_hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let len = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8(buf[..len].to_vec()).ok()
+}
+
+/// A minimal capabilities document: the host CPU architecture and one hvm guest type.
+pub fn capabilities_xml() -> String {
+    let arch = std::env::consts::ARCH;
+    format!(
+        "<capabilities>\n  <host>\n    <cpu>\n      <arch>{arch}</arch>\n    </cpu>\n  </host>\n  <guest>\n    <os_type>hvm</os_type>\n    <arch name='{arch}'>\n      <wordsize>64</wordsize>\n      <domain type='kvm'/>\n    </arch>\n  </guest>\n</capabilities>\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_facts_are_plausible() {
+        let n = node_info();
+        assert!(n.cpus >= 1 && n.memory_kib > 0);
+        assert!(!hostname().is_empty());
+        assert!(capabilities_xml().contains("<os_type>hvm</os_type>"));
+    }
+}

@@ -1,0 +1,143 @@
+//! Numbers of the libvirt remote protocol (libvirt 9.0) that this server speaks: programs,
+//! procedures, error codes and domains, connection features, domain states and events.
+
+pub const REMOTE_PROGRAM: u32 = 0x2000_8086;
+pub const REMOTE_VERSION: u32 = 1;
+pub const KEEPALIVE_PROGRAM: u32 = 0x6b65_6570;
+pub const KEEPALIVE_VERSION: u32 = 1;
+pub const KEEPALIVE_PING: i32 = 1;
+pub const KEEPALIVE_PONG: i32 = 2;
+
+/// REMOTE procedures we implement.
+pub mod procedure {
+    pub const CONNECT_OPEN: i32 = 1;
+    pub const CONNECT_CLOSE: i32 = 2;
+    pub const CONNECT_GET_TYPE: i32 = 3;
+    pub const CONNECT_GET_VERSION: i32 = 4;
+    pub const CONNECT_GET_MAX_VCPUS: i32 = 5;
+    pub const NODE_GET_INFO: i32 = 6;
+    pub const CONNECT_GET_CAPABILITIES: i32 = 7;
+    pub const DOMAIN_CREATE: i32 = 9;
+    pub const DOMAIN_DESTROY: i32 = 12;
+    pub const DOMAIN_GET_XML_DESC: i32 = 14;
+    pub const DOMAIN_GET_AUTOSTART: i32 = 15;
+    pub const DOMAIN_GET_INFO: i32 = 16;
+    pub const DOMAIN_GET_MAX_MEMORY: i32 = 17;
+    pub const DOMAIN_GET_OS_TYPE: i32 = 19;
+    pub const CONNECT_LIST_DEFINED_DOMAINS: i32 = 21;
+    pub const DOMAIN_LOOKUP_BY_ID: i32 = 22;
+    pub const DOMAIN_LOOKUP_BY_NAME: i32 = 23;
+    pub const DOMAIN_LOOKUP_BY_UUID: i32 = 24;
+    pub const CONNECT_NUM_OF_DEFINED_DOMAINS: i32 = 25;
+    pub const DOMAIN_REBOOT: i32 = 27;
+    pub const DOMAIN_RESUME: i32 = 28;
+    pub const DOMAIN_SHUTDOWN: i32 = 33;
+    pub const DOMAIN_SUSPEND: i32 = 34;
+    pub const CONNECT_LIST_DOMAINS: i32 = 37;
+    pub const CONNECT_NUM_OF_DOMAINS: i32 = 51;
+    pub const CONNECT_GET_HOSTNAME: i32 = 59;
+    pub const CONNECT_SUPPORTS_FEATURE: i32 = 60;
+    pub const AUTH_LIST: i32 = 66;
+    pub const NODE_GET_SECURITY_MODEL: i32 = 122;
+    pub const CONNECT_IS_SECURE: i32 = 149;
+    pub const DOMAIN_IS_ACTIVE: i32 = 150;
+    pub const DOMAIN_IS_PERSISTENT: i32 = 151;
+    pub const CONNECT_GET_LIB_VERSION: i32 = 157;
+    pub const DOMAIN_HAS_MANAGED_SAVE_IMAGE: i32 = 183;
+    pub const DOMAIN_CREATE_WITH_FLAGS: i32 = 196;
+    pub const DOMAIN_GET_VCPUS_FLAGS: i32 = 200;
+    pub const DOMAIN_GET_STATE: i32 = 212;
+    pub const DOMAIN_DESTROY_FLAGS: i32 = 234;
+    pub const DOMAIN_RESET: i32 = 245;
+    pub const DOMAIN_SHUTDOWN_FLAGS: i32 = 258;
+    pub const CONNECT_LIST_ALL_DOMAINS: i32 = 273;
+    pub const CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY: i32 = 316;
+    pub const CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY: i32 = 317;
+    pub const DOMAIN_EVENT_CALLBACK_LIFECYCLE: i32 = 318;
+    pub const DOMAIN_EVENT_CALLBACK_REBOOT: i32 = 319;
+    pub const CONNECT_REGISTER_CLOSE_CALLBACK: i32 = 360;
+    pub const CONNECT_UNREGISTER_CLOSE_CALLBACK: i32 = 361;
+    pub const DOMAIN_GET_MESSAGES: i32 = 426;
+}
+
+/// virErrorNumber values we send.
+pub mod error_code {
+    pub const INTERNAL_ERROR: i32 = 1;
+    pub const NO_SUPPORT: i32 = 3;
+    pub const INVALID_ARG: i32 = 8;
+    pub const OPERATION_FAILED: i32 = 9;
+    pub const OPERATION_DENIED: i32 = 29;
+    pub const RPC: i32 = 39;
+    pub const NO_DOMAIN: i32 = 42;
+    pub const OPERATION_INVALID: i32 = 55;
+    pub const OPERATION_TIMEOUT: i32 = 68;
+    pub const OPERATION_UNSUPPORTED: i32 = 84;
+}
+
+/// virErrorDomain values we send.
+pub mod error_domain {
+    pub const RPC: i32 = 7;
+    pub const QEMU: i32 = 10;
+    pub const REMOTE: i32 = 13;
+    pub const DOMAIN: i32 = 20;
+}
+
+/// CONNECT_SUPPORTS_FEATURE numbers we answer 1 for.
+pub const FEATURE_PROGRAM_KEEPALIVE: i32 = 10;
+pub const FEATURE_REMOTE_EVENT_CALLBACK: i32 = 14;
+pub const FEATURE_REMOTE_CLOSE_CALLBACK: i32 = 15;
+
+/// CONNECT_OPEN flag: read-only connection.
+pub const CONNECT_RO: u32 = 1;
+/// DOMAIN_CREATE_WITH_FLAGS flag: start paused.
+pub const START_PAUSED: u32 = 1;
+
+/// Event IDs 0..EVENT_ID_LAST are valid registrations in libvirt 9.0.
+pub const EVENT_ID_LAST: i32 = 27;
+pub const EVENT_ID_LIFECYCLE: i32 = 0;
+pub const EVENT_ID_REBOOT: i32 = 1;
+
+/// Limits of the protocol's variable-length items.
+pub const STRING_MAX: usize = 4_194_304;
+pub const DOMAIN_LIST_MAX: usize = 16_384;
+pub const UUID_LEN: usize = 16;
+
+/// virDomainState.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainState {
+    Running = 1,
+    Paused = 3,
+    Shutdown = 4,
+    Shutoff = 5,
+    Crashed = 6,
+    PmSuspended = 7,
+}
+
+/// virDomainEventType and the detail values we use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    StartedBooted,
+    SuspendedPaused,
+    ResumedUnpaused,
+    ShutdownFinished,
+    StoppedShutdown,
+    StoppedDestroyed,
+    StoppedFailed,
+    CrashedPanicked,
+}
+
+impl Lifecycle {
+    /// (event, detail) as sent on the wire.
+    pub fn wire(self) -> (i32, i32) {
+        match self {
+            Lifecycle::StartedBooted => (2, 0),
+            Lifecycle::SuspendedPaused => (3, 0),
+            Lifecycle::ResumedUnpaused => (4, 0),
+            Lifecycle::ShutdownFinished => (6, 0),
+            Lifecycle::StoppedShutdown => (5, 0),
+            Lifecycle::StoppedDestroyed => (5, 1),
+            Lifecycle::StoppedFailed => (5, 5),
+            Lifecycle::CrashedPanicked => (8, 0),
+        }
+    }
+}

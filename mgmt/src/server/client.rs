@@ -1,0 +1,177 @@
+//! One connection: its socket, the message being read (rx), complete calls waiting for a worker
+//! (counted by `nrequests`), replies and events waiting to be written (tx), and what it has
+//! registered. Everything mutable is behind the client lock (taken after the server lock).
+
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::wire::{Frame, FrameError, FrameReader};
+
+/// Most bytes read from a socket at once; unprocessed bytes wait here while the client is at
+/// its request limit, so this also bounds a client's receive memory.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A message to write; `tracked` replies release one request slot when fully written.
+pub struct Outgoing {
+    pub bytes: Vec<u8>,
+    pub written: usize,
+    pub tracked: bool,
+}
+
+/// An event registration (CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Callback {
+    pub id: i32,
+    pub event_id: i32,
+    pub domain_uuid: Option<[u8; 16]>,
+}
+
+pub struct ClientState {
+    reader: FrameReader,
+    /// Bytes read but not yet parsed (at most READ_CHUNK).
+    unparsed: Vec<u8>,
+    pub tx: VecDeque<Outgoing>,
+    pub tx_bytes: usize,
+    /// Calls read and not yet answered (dispatched or queued).
+    pub nrequests: usize,
+    /// CONNECT_OPEN succeeded.
+    pub open: bool,
+    /// Read-only socket, or CONNECT_OPEN with the RO flag.
+    pub readonly: bool,
+    pub callbacks: Vec<Callback>,
+    pub next_callback_id: i32,
+    /// The client asked for keepalive (feature 10): the server may ping it.
+    pub keepalive: bool,
+    pub last_heard: Instant,
+    pub pings_unanswered: u32,
+    pub closed: bool,
+    /// Event-loop interest currently registered (read, write).
+    pub interest: (bool, bool),
+}
+
+pub struct Client {
+    pub id: u64,
+    pub stream: UnixStream,
+    state: Mutex<ClientState>,
+}
+
+/// What reading from the socket produced.
+pub enum ReadOutcome {
+    /// Complete frames, in order.
+    Frames(Vec<Frame>),
+    /// The peer closed the connection, or broke the protocol: drop the client.
+    Closed(String),
+}
+
+impl Client {
+    pub fn new(id: u64, stream: UnixStream, readonly: bool) -> Client {
+        Client {
+            id,
+            stream,
+            state: Mutex::new(ClientState {
+                reader: FrameReader::new(),
+                unparsed: Vec::new(),
+                tx: VecDeque::new(),
+                tx_bytes: 0,
+                nrequests: 0,
+                open: false,
+                readonly,
+                callbacks: Vec::new(),
+                next_callback_id: 0,
+                keepalive: false,
+                last_heard: Instant::now(),
+                pings_unanswered: 0,
+                closed: false,
+                interest: (true, false),
+            }),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, ClientState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ClientState {
+    pub fn push(&mut self, bytes: Vec<u8>, tracked: bool) {
+        if self.closed {
+            return;
+        }
+        self.tx_bytes += bytes.len();
+        self.tx.push_back(Outgoing {
+            bytes,
+            written: 0,
+            tracked,
+        });
+    }
+
+    /// Parses buffered bytes into frames while the client may have more requests in flight.
+    /// `limit` is max-client-requests; frames already parsed past it are still returned (they
+    /// were read together), but no more bytes are parsed until replies go out.
+    pub fn parse(&mut self, limit: usize) -> Result<Vec<Frame>, FrameError> {
+        let mut frames = Vec::new();
+        let mut offset = 0;
+        while offset < self.unparsed.len() && self.nrequests + frames.len() < limit {
+            let (used, frame) = self.reader.push(&self.unparsed[offset..])?;
+            offset += used;
+            frames.extend(frame);
+        }
+        self.unparsed.drain(..offset);
+        Ok(frames)
+    }
+
+    /// True when unparsed input waits for request slots.
+    pub fn has_unparsed(&self) -> bool {
+        !self.unparsed.is_empty()
+    }
+
+    /// Reads what the socket has (non-blocking) and parses it.
+    pub fn read_from(&mut self, mut stream: &UnixStream, limit: usize) -> ReadOutcome {
+        if self.unparsed.len() < READ_CHUNK {
+            let mut buf = vec![0u8; READ_CHUNK - self.unparsed.len()];
+            match stream.read(&mut buf) {
+                Ok(0) => return ReadOutcome::Closed("end of file".into()),
+                Ok(n) => {
+                    self.unparsed.extend_from_slice(&buf[..n]);
+                    self.last_heard = Instant::now();
+                    self.pings_unanswered = 0;
+                }
+                Err(e)
+                    if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return ReadOutcome::Closed(e.to_string()),
+            }
+        }
+        match self.parse(limit) {
+            Ok(frames) => ReadOutcome::Frames(frames),
+            Err(e) => ReadOutcome::Closed(e.to_string()),
+        }
+    }
+
+    /// Writes as much of tx as the socket takes. Returns how many tracked replies completed,
+    /// or Err if the socket failed.
+    pub fn write_to(&mut self, mut stream: &UnixStream) -> std::io::Result<usize> {
+        let mut completed = 0;
+        while let Some(front) = self.tx.front_mut() {
+            match stream.write(&front.bytes[front.written..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    front.written += n;
+                    if front.written == front.bytes.len() {
+                        if let Some(done) = self.tx.pop_front() {
+                            self.tx_bytes -= done.bytes.len();
+                            completed += usize::from(done.tracked);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.nrequests = self.nrequests.saturating_sub(completed);
+        Ok(completed)
+    }
+}

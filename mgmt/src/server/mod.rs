@@ -1,0 +1,299 @@
+//! The RPC server, shaped like libvirtd's (src/rpc/virnetserver*.c, virthreadpool.c):
+//! an event-loop thread that owns every socket, a worker pool woken by the `job` condition,
+//! clients with rx / dx / tx queues and a cap on requests in flight, dispatch tables per
+//! program.
+//!
+//! Lock order (from libvirtd, kept here):
+//! 1. The server lock (`Shared::state`) is the top-level lock and is taken before any client
+//!    lock.
+//! 2. Once a client lock is held, the server lock may be dropped; never take the server lock
+//!    while holding a client lock.
+//! 3. The event loop keeps its own state on its thread; other threads reach it only through
+//!    its wakeup eventfd, and need no lock of theirs for that.
+//! 4. No lock is held while a handler runs; a worker keeps its client alive with an `Arc`.
+
+mod client;
+mod event_loop;
+mod workers;
+
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+pub use client::{Callback, Client};
+
+use crate::dispatch;
+use crate::domain::DomainRef;
+use crate::hypervisor::Hypervisor;
+use crate::protocol::{
+    procedure, Lifecycle, EVENT_ID_LIFECYCLE, EVENT_ID_REBOOT, REMOTE_PROGRAM, REMOTE_VERSION,
+};
+use crate::wire::{self, Frame, Header, MessageType, Status};
+use crate::xdr::XdrWriter;
+
+/// Limits and sockets (libvirtd's defaults where it has them).
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub socket: PathBuf,
+    pub readonly_socket: Option<PathBuf>,
+    /// Permission bits of the socket files.
+    pub socket_mode: u32,
+    pub max_clients: usize,
+    pub min_workers: usize,
+    pub max_workers: usize,
+    pub prio_workers: usize,
+    pub max_client_requests: usize,
+    /// Seconds of silence before the server pings a client that asked for keepalive; 0 = off.
+    pub keepalive_interval: u64,
+    /// Unanswered pings before the client is dropped.
+    pub keepalive_count: u32,
+    /// Bytes of unsent replies and events a client may accumulate before it is dropped.
+    pub max_client_backlog: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            socket: PathBuf::from("vmm-libvirt.sock"),
+            readonly_socket: None,
+            socket_mode: 0o600,
+            max_clients: 5000,
+            min_workers: 5,
+            max_workers: 20,
+            prio_workers: 5,
+            max_client_requests: 5,
+            keepalive_interval: 5,
+            keepalive_count: 5,
+            max_client_backlog: 16 << 20,
+        }
+    }
+}
+
+/// A call waiting for a worker.
+pub(crate) struct Job {
+    client: Arc<Client>,
+    frame: Frame,
+}
+
+/// Guarded by the server lock.
+pub(crate) struct ServerState {
+    clients: HashMap<u64, Arc<Client>>,
+    jobs: VecDeque<Job>,
+    prio_jobs: VecDeque<Job>,
+    workers: usize,
+    idle_workers: usize,
+    quit: bool,
+}
+
+pub(crate) struct Shared {
+    config: ServerConfig,
+    hypervisor: Arc<dyn Hypervisor>,
+    state: Mutex<ServerState>,
+    /// Signalled when a job is queued (libvirt's `job` condition).
+    job: Condvar,
+    /// Wakes the event loop: tx grew, a client must be dropped, or the server stops.
+    wakeup: EventFd,
+    worker_threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, ServerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake_loop(&self) {
+        let _ = self.wakeup.write(1);
+    }
+
+    pub(crate) fn hypervisor(&self) -> &dyn Hypervisor {
+        self.hypervisor.as_ref()
+    }
+
+    /// Queues a call for the workers; starts another worker if all are busy.
+    fn queue_job(self: &Arc<Self>, client: Arc<Client>, frame: Frame) {
+        let priority = dispatch::is_priority(&frame.header);
+        let mut state = self.lock();
+        let job = Job { client, frame };
+        if priority {
+            state.prio_jobs.push_back(job);
+        } else {
+            state.jobs.push_back(job);
+        }
+        let waiting = state.jobs.len() + state.prio_jobs.len();
+        if state.idle_workers < waiting && state.workers < self.config.max_workers {
+            state.workers += 1;
+            drop(state);
+            workers::spawn(self, false);
+        } else {
+            drop(state);
+        }
+        self.job.notify_all();
+    }
+
+    /// Sends an event message to every client with a matching registration.
+    fn broadcast(&self, event_id: i32, domain: &DomainRef, build: impl Fn(i32) -> Vec<u8>) {
+        let clients: Vec<Arc<Client>> = self.lock().clients.values().cloned().collect();
+        for client in clients {
+            let mut c = client.lock();
+            let ids: Vec<i32> = c
+                .callbacks
+                .iter()
+                .filter(|cb| {
+                    cb.event_id == event_id && cb.domain_uuid.is_none_or(|u| u == domain.uuid)
+                })
+                .map(|cb| cb.id)
+                .collect();
+            for id in ids {
+                c.push(build(id), false);
+            }
+            if c.tx_bytes > self.config.max_client_backlog {
+                log::warn!(
+                    "management client {} is not reading; dropping it",
+                    client.id
+                );
+                c.closed = true;
+            }
+        }
+        self.wake_loop();
+    }
+}
+
+/// Handle to the running server; dropping it stops the threads and removes the sockets.
+pub struct Server {
+    shared: Arc<Shared>,
+    event_loop: Option<JoinHandle<()>>,
+    sockets: Vec<PathBuf>,
+}
+
+fn bind(path: &PathBuf, mode: u32) -> std::io::Result<UnixListener> {
+    // A stale socket file from an earlier run would make bind fail: remove it, but only if it
+    // is a socket.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+impl Server {
+    /// Binds the sockets and starts the event loop and the minimum of workers.
+    pub fn start(config: ServerConfig, hypervisor: Arc<dyn Hypervisor>) -> Result<Server, String> {
+        let name = |p: &PathBuf| p.display().to_string();
+        let mut listeners = vec![(
+            bind(&config.socket, config.socket_mode)
+                .map_err(|e| format!("{}: {e}", name(&config.socket)))?,
+            false,
+        )];
+        let mut sockets = vec![config.socket.clone()];
+        if let Some(ro) = &config.readonly_socket {
+            listeners.push((
+                bind(ro, config.socket_mode).map_err(|e| format!("{}: {e}", name(ro)))?,
+                true,
+            ));
+            sockets.push(ro.clone());
+        }
+        let wakeup = EventFd::new(EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            hypervisor,
+            state: Mutex::new(ServerState {
+                clients: HashMap::new(),
+                jobs: VecDeque::new(),
+                prio_jobs: VecDeque::new(),
+                workers: config.min_workers,
+                idle_workers: 0,
+                quit: false,
+            }),
+            job: Condvar::new(),
+            wakeup,
+            worker_threads: Mutex::new(Vec::new()),
+        });
+        for _ in 0..config.min_workers {
+            workers::spawn(&shared, false);
+        }
+        for _ in 0..config.prio_workers {
+            workers::spawn(&shared, true);
+        }
+        let event_loop = event_loop::spawn(shared.clone(), listeners)?;
+        Ok(Server {
+            shared,
+            event_loop: Some(event_loop),
+            sockets,
+        })
+    }
+
+    /// Pushes a lifecycle event to every subscribed client.
+    pub fn emit_lifecycle(&self, domain: &DomainRef, event: Lifecycle) {
+        let (event, detail) = event.wire();
+        self.shared
+            .broadcast(EVENT_ID_LIFECYCLE, domain, |callback| {
+                let mut w = event_frame(procedure::DOMAIN_EVENT_CALLBACK_LIFECYCLE);
+                w.put_i32(callback);
+                domain.encode(&mut w);
+                w.put_i32(event);
+                w.put_i32(detail);
+                wire::finish_frame(w)
+            });
+    }
+
+    /// Pushes a reboot event (the guest reset) to every subscribed client.
+    pub fn emit_reboot(&self, domain: &DomainRef) {
+        self.shared.broadcast(EVENT_ID_REBOOT, domain, |callback| {
+            let mut w = event_frame(procedure::DOMAIN_EVENT_CALLBACK_REBOOT);
+            w.put_i32(callback);
+            domain.encode(&mut w);
+            wire::finish_frame(w)
+        });
+    }
+
+    /// Connected clients (for tests and logs).
+    pub fn client_count(&self) -> usize {
+        self.shared.lock().clients.len()
+    }
+}
+
+/// An async event message: type MESSAGE, serial 1 (as libvirtd sends).
+fn event_frame(proc_number: i32) -> XdrWriter {
+    wire::start_frame(&Header {
+        program: REMOTE_PROGRAM,
+        version: REMOTE_VERSION,
+        procedure: proc_number,
+        kind: MessageType::Message.raw(),
+        serial: 1,
+        status: Status::Ok as i32,
+    })
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shared.lock().quit = true;
+        self.shared.job.notify_all();
+        self.shared.wake_loop();
+        if let Some(handle) = self.event_loop.take() {
+            let _ = handle.join();
+        }
+        let workers = std::mem::take(
+            &mut *self
+                .shared
+                .worker_threads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for worker in workers {
+            let _ = worker.join();
+        }
+        for path in &self.sockets {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

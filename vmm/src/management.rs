@@ -1,0 +1,348 @@
+//! The bridge between the management server (mgmt) and the main loop. Management calls never
+//! touch vCPUs or devices: they file run-state requests and wait for the loop to publish the
+//! resulting state. Main-loop events come back here and go out as libvirt lifecycle events.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use mgmt::domain::{format_uuid, DomainRef, DomainStatus};
+use mgmt::protocol::{error_code, error_domain, DomainState, Lifecycle};
+use mgmt::wire::RemoteError;
+use mgmt::{Hypervisor, Server};
+
+use crate::config::{KernelSource, SerialConfig, VmConfig};
+use crate::main_loop::{Event, Requests, RunState, ShutdownCause};
+
+/// How long a call waits for the main loop to carry out a request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+// virDomain*Reason values reported with the state.
+const RUNNING_BOOTED: i32 = 1;
+const RUNNING_UNPAUSED: i32 = 5;
+const PAUSED_USER: i32 = 1;
+const PAUSED_STARTING_UP: i32 = 11;
+const SHUTOFF_SHUTDOWN: i32 = 1;
+const SHUTOFF_DESTROYED: i32 = 2;
+const SHUTOFF_CRASHED: i32 = 3;
+const SHUTOFF_FAILED: i32 = 6;
+const CRASHED_PANICKED: i32 = 1;
+
+/// What the run state alone does not say.
+struct Bookkeeping {
+    /// The id of the current run (libvirt counts runs from 1); -1 while shut off.
+    id: i32,
+    runs: i32,
+    running_reason: i32,
+    shutoff_reason: i32,
+    /// The cause of the shutdown being carried out (from Event::Shutdown).
+    pending_cause: Option<ShutdownCause>,
+}
+
+pub struct ManagedDomain {
+    config: VmConfig,
+    requests: Arc<Requests>,
+    book: Mutex<Bookkeeping>,
+}
+
+fn invalid(message: &str) -> RemoteError {
+    RemoteError::new(
+        error_code::OPERATION_INVALID,
+        error_domain::QEMU,
+        format!("Requested operation is not valid: {message}"),
+    )
+}
+
+/// Total CPU time of this process (all threads; vCPU threads dominate while the guest runs).
+fn cpu_time_ns() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole rusage into the valid buffer.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return 0;
+    }
+    // SAFETY: initialized by the successful call above.
+    let usage = unsafe { usage.assume_init() };
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    ns(usage.ru_utime) + ns(usage.ru_stime)
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
+impl ManagedDomain {
+    pub fn new(config: &VmConfig, requests: Arc<Requests>) -> Arc<ManagedDomain> {
+        Arc::new(ManagedDomain {
+            config: config.clone(),
+            requests,
+            book: Mutex::new(Bookkeeping {
+                id: -1,
+                runs: 0,
+                running_reason: RUNNING_BOOTED,
+                shutoff_reason: SHUTOFF_SHUTDOWN,
+                pending_cause: None,
+            }),
+        })
+    }
+
+    fn book(&self) -> MutexGuard<'_, Bookkeeping> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn domain_ref(&self) -> DomainRef {
+        DomainRef {
+            name: self.config.name.clone(),
+            uuid: self.config.uuid,
+            id: self.book().id,
+        }
+    }
+
+    fn state_and_reason(&self, state: RunState) -> (DomainState, i32) {
+        let book = self.book();
+        match state {
+            RunState::Running => (DomainState::Running, book.running_reason),
+            RunState::Paused | RunState::Debug => (DomainState::Paused, PAUSED_USER),
+            RunState::Prelaunch => (DomainState::Paused, PAUSED_STARTING_UP),
+            RunState::Suspended => (DomainState::PmSuspended, 0),
+            RunState::Shutdown | RunState::InternalError => {
+                (DomainState::Shutoff, book.shutoff_reason)
+            }
+            RunState::GuestPanicked => (DomainState::Crashed, CRASHED_PANICKED),
+        }
+    }
+
+    fn wait_for(&self, done: impl Fn(RunState) -> bool, what: &str) -> Result<(), RemoteError> {
+        match self.requests.wait_for_state(done, REQUEST_TIMEOUT) {
+            Some(_) => Ok(()),
+            None => Err(RemoteError::new(
+                error_code::OPERATION_TIMEOUT,
+                error_domain::QEMU,
+                format!("operation timed out: the VM did not {what}"),
+            )),
+        }
+    }
+
+    fn require_active(&self) -> Result<RunState, RemoteError> {
+        let state = self.requests.state();
+        if matches!(state, RunState::Shutdown | RunState::InternalError) {
+            return Err(invalid("domain is not running"));
+        }
+        Ok(state)
+    }
+
+    /// Turns main-loop events into libvirt lifecycle events. Runs on the main-loop thread.
+    pub fn event_listener(self: &Arc<Self>, server: Arc<Server>) -> Box<dyn Fn(&Event) + Send> {
+        let domain = self.clone();
+        Box::new(move |event| domain.on_event(&server, event))
+    }
+
+    fn on_event(&self, server: &Server, event: &Event) {
+        let lifecycle: Vec<Lifecycle> = match *event {
+            Event::Shutdown { cause } => {
+                self.book().pending_cause = Some(cause);
+                Vec::new()
+            }
+            // A reset of a running guest is a reboot; one that prepares a start is not.
+            Event::Reset { .. } if self.book().id != -1 => {
+                server.emit_reboot(&self.domain_ref());
+                Vec::new()
+            }
+            Event::StateChanged { to, .. } => self.transition(to),
+            _ => Vec::new(),
+        };
+        let domain = self.domain_ref();
+        for event in lifecycle {
+            server.emit_lifecycle(&domain, event);
+        }
+    }
+
+    /// Bookkeeping and the lifecycle events of one run-state change.
+    fn transition(&self, to: RunState) -> Vec<Lifecycle> {
+        let mut book = self.book();
+        let was_off = book.id == -1;
+        match to {
+            RunState::Running | RunState::Paused if was_off => {
+                book.runs += 1;
+                book.id = book.runs;
+                book.running_reason = RUNNING_BOOTED;
+                if to == RunState::Paused {
+                    vec![Lifecycle::StartedBooted, Lifecycle::SuspendedPaused]
+                } else {
+                    vec![Lifecycle::StartedBooted]
+                }
+            }
+            RunState::Running => {
+                book.running_reason = RUNNING_UNPAUSED;
+                vec![Lifecycle::ResumedUnpaused]
+            }
+            RunState::Paused | RunState::Debug => vec![Lifecycle::SuspendedPaused],
+            RunState::Shutdown | RunState::InternalError => {
+                book.id = -1;
+                let (reason, events) = match book.pending_cause.take() {
+                    Some(ShutdownCause::HostQmpQuit) => {
+                        (SHUTOFF_DESTROYED, vec![Lifecycle::StoppedDestroyed])
+                    }
+                    Some(ShutdownCause::HostError) => {
+                        (SHUTOFF_FAILED, vec![Lifecycle::StoppedFailed])
+                    }
+                    Some(ShutdownCause::GuestPanic) => (
+                        SHUTOFF_CRASHED,
+                        vec![Lifecycle::CrashedPanicked, Lifecycle::StoppedFailed],
+                    ),
+                    _ => (
+                        SHUTOFF_SHUTDOWN,
+                        vec![Lifecycle::ShutdownFinished, Lifecycle::StoppedShutdown],
+                    ),
+                };
+                book.shutoff_reason = reason;
+                events
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Hypervisor for ManagedDomain {
+    fn status(&self) -> DomainStatus {
+        let (state, reason) = self.state_and_reason(self.requests.state());
+        let memory_kib = self.config.memory / 1024;
+        DomainStatus {
+            domain: self.domain_ref(),
+            state,
+            reason,
+            max_memory_kib: memory_kib,
+            memory_kib,
+            vcpus: u32::from(self.config.cpus),
+            cpu_time_ns: cpu_time_ns(),
+        }
+    }
+
+    fn xml(&self) -> String {
+        let c = &self.config;
+        let id = self.book().id;
+        let id_attr = if id > 0 {
+            format!(" id='{id}'")
+        } else {
+            String::new()
+        };
+        let kernel = match &c.kernel {
+            KernelSource::Embedded => "vmm:test-guest".to_string(),
+            KernelSource::File(p) => p.display().to_string(),
+        };
+        let initrd = c
+            .initrd
+            .as_ref()
+            .map(|p| {
+                format!(
+                    "    <initrd>{}</initrd>\n",
+                    xml_escape(&p.display().to_string())
+                )
+            })
+            .unwrap_or_default();
+        let serial = match &c.serial {
+            SerialConfig::Stdio => "    <serial type='stdio'>\n      <target port='0'/>\n    </serial>\n".to_string(),
+            SerialConfig::File(p) => format!("    <serial type='file'>\n      <source path='{}'/>\n      <target port='0'/>\n    </serial>\n", xml_escape(&p.display().to_string())),
+            SerialConfig::None => String::new(),
+        };
+        let emulator = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "vmm".into());
+        let on_reboot = if self.requests.no_reboot() {
+            "destroy"
+        } else {
+            "restart"
+        };
+        let kib = c.memory / 1024;
+        format!(
+            "<domain type='kvm'{id_attr}>\n  <name>{name}</name>\n  <uuid>{uuid}</uuid>\n  <memory unit='KiB'>{kib}</memory>\n  <currentMemory unit='KiB'>{kib}</currentMemory>\n  <vcpu placement='static'>{cpus}</vcpu>\n  <os>\n    <type arch='x86_64' machine='vmm'>hvm</type>\n    <kernel>{kernel}</kernel>\n{initrd}    <cmdline>{cmdline}</cmdline>\n  </os>\n  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>{on_reboot}</on_reboot>\n  <on_crash>destroy</on_crash>\n  <devices>\n    <emulator>{emulator}</emulator>\n{serial}  </devices>\n</domain>\n",
+            name = xml_escape(&c.name),
+            uuid = format_uuid(&c.uuid),
+            cpus = c.cpus,
+            kernel = xml_escape(&kernel),
+            cmdline = xml_escape(&c.cmdline),
+            emulator = xml_escape(&emulator),
+        )
+    }
+
+    fn suspend(&self) -> Result<(), RemoteError> {
+        match self.require_active()? {
+            RunState::Running => {}
+            RunState::Paused => return Ok(()),
+            other => return Err(invalid(&format!("domain is {other}"))),
+        }
+        self.requests.vmstop_request(RunState::Paused);
+        self.wait_for(|s| s == RunState::Paused, "pause")
+    }
+
+    fn resume(&self) -> Result<(), RemoteError> {
+        match self.require_active()? {
+            RunState::Paused | RunState::Debug | RunState::Prelaunch => {}
+            RunState::Running => return Err(invalid("domain is already running")),
+            other => return Err(invalid(&format!("domain is {other}"))),
+        }
+        self.requests.vm_start_request();
+        self.wait_for(|s| s == RunState::Running, "resume")
+    }
+
+    fn shutdown(&self) -> Result<(), RemoteError> {
+        self.require_active()?;
+        // The request is the real one; the machine has no power button until the ACPI work
+        // lands, so say so rather than pretend the guest was asked.
+        self.requests.powerdown_request();
+        Err(RemoteError::new(
+            error_code::OPERATION_UNSUPPORTED,
+            error_domain::QEMU,
+            "Operation not supported: this machine has no ACPI power button yet; use destroy (or the guest's own poweroff)",
+        ))
+    }
+
+    /// Until the power button exists a reboot is a reset: the guest restarts at once.
+    fn reboot(&self) -> Result<(), RemoteError> {
+        self.reset()
+    }
+
+    fn reset(&self) -> Result<(), RemoteError> {
+        self.require_active()?;
+        self.requests
+            .reset_request(ShutdownCause::HostQmpSystemReset);
+        Ok(())
+    }
+
+    fn destroy(&self) -> Result<(), RemoteError> {
+        self.require_active()?;
+        self.requests.shutdown_request(ShutdownCause::HostQmpQuit);
+        self.wait_for(|s| s == RunState::Shutdown, "stop")
+    }
+
+    fn create(&self, paused: bool) -> Result<(), RemoteError> {
+        if !matches!(
+            self.requests.state(),
+            RunState::Shutdown | RunState::InternalError
+        ) {
+            return Err(invalid("domain is already running"));
+        }
+        self.requests
+            .reset_request(ShutdownCause::HostQmpSystemReset);
+        if paused {
+            self.requests.vmstop_request(RunState::Paused);
+            self.wait_for(|s| s == RunState::Paused, "start")
+        } else {
+            self.requests.vm_start_request();
+            self.wait_for(|s| s == RunState::Running, "start")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_text_is_escaped() {
+        assert_eq!(xml_escape("a<b & 'c'"), "a&lt;b &amp; &apos;c&apos;");
+    }
+}
