@@ -4,8 +4,12 @@
 #   libglib2.0-dev pkg-config   glib-sys (the main loop runs on GLib)
 #   qemu-system-x86 time        the benchmark's baseline (qemu-system-x86_64 -M microvm), peak RSS
 #   busybox-static cpio         resources/linux-guest/build.sh (the Linux guest's initramfs)
+#   libvirt-clients python3-libvirt   the real management clients the tests drive (virsh,
+#                               libvirt-python for /usr/bin/python3)
+#   libvirt-daemon              the RPC benchmark's baseline (libvirtd with the test driver)
 set -euo pipefail
-packages=(libglib2.0-dev pkg-config qemu-system-x86 time busybox-static cpio)
+packages=(libglib2.0-dev pkg-config qemu-system-x86 time busybox-static cpio
+          libvirt-clients python3-libvirt libvirt-daemon)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

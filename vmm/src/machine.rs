@@ -79,14 +79,14 @@ impl Machine {
 
         let on_reset = requests.clone();
         let i8042 = I8042::new(Box::new(move || {
-            on_reset.reset_request(ShutdownCause::GuestReset)
+            on_reset.reset_request(ShutdownCause::GuestReset);
         }));
         pio.insert(Arc::new(Mutex::new(i8042)), legacy::I8042_BASE, 5)
             .map_err(|e| dev(&e))?;
 
         let on_exit = requests.clone();
         let debug_exit = DebugExit::new(Box::new(move |status| {
-            on_exit.shutdown_request_with_status(ShutdownCause::GuestShutdown, i32::from(status))
+            on_exit.shutdown_request_with_status(ShutdownCause::GuestShutdown, i32::from(status));
         }));
         pio.insert(Arc::new(Mutex::new(debug_exit)), legacy::DEBUG_EXIT_BASE, 2)
             .map_err(|e| dev(&e))?;

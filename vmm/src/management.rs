@@ -11,7 +11,7 @@ use mgmt::wire::RemoteError;
 use mgmt::{Hypervisor, Server};
 
 use crate::config::{KernelSource, SerialConfig, VmConfig};
-use crate::main_loop::{Event, Requests, RunState, ShutdownCause};
+use crate::main_loop::{Event, Requests, RunState, ShutdownCause, Ticket};
 
 /// How long a call waits for the main loop to carry out a request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,6 +42,7 @@ pub struct ManagedDomain {
     config: VmConfig,
     requests: Arc<Requests>,
     book: Mutex<Bookkeeping>,
+    job: Mutex<()>,
 }
 
 fn invalid(message: &str) -> RemoteError {
@@ -86,6 +87,7 @@ impl ManagedDomain {
                 shutoff_reason: SHUTOFF_SHUTDOWN,
                 pending_cause: None,
             }),
+            job: Mutex::new(()),
         })
     }
 
@@ -115,9 +117,27 @@ impl ManagedDomain {
         }
     }
 
-    fn wait_for(&self, done: impl Fn(RunState) -> bool, what: &str) -> Result<(), RemoteError> {
-        match self.requests.wait_for_state(done, REQUEST_TIMEOUT) {
-            Some(_) => Ok(()),
+    /// One lifecycle operation at a time, like libvirt's domain job: a request filed by one
+    /// call is handled before another call files the next.
+    fn job(&self) -> MutexGuard<'_, ()> {
+        self.job.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Files a request, waits until the main loop has handled it and checks the state it left.
+    fn carry_out(
+        &self,
+        file: impl FnOnce(&Requests) -> Ticket,
+        expected: RunState,
+        what: &str,
+    ) -> Result<(), RemoteError> {
+        let ticket = file(&self.requests);
+        match self.requests.wait_handled(ticket, REQUEST_TIMEOUT) {
+            Some(state) if state == expected => Ok(()),
+            Some(state) => Err(RemoteError::new(
+                error_code::OPERATION_FAILED,
+                error_domain::QEMU,
+                format!("operation failed: the VM did not {what} (it is {state})"),
+            )),
             None => Err(RemoteError::new(
                 error_code::OPERATION_TIMEOUT,
                 error_domain::QEMU,
@@ -132,6 +152,53 @@ impl ManagedDomain {
             return Err(invalid("domain is not running"));
         }
         Ok(state)
+    }
+
+    fn domain_xml(&self) -> String {
+        let c = &self.config;
+        let id = self.book().id;
+        let id_attr = if id > 0 {
+            format!(" id='{id}'")
+        } else {
+            String::new()
+        };
+        let kernel = match &c.kernel {
+            KernelSource::Embedded => "vmm:test-guest".to_string(),
+            KernelSource::File(p) => p.display().to_string(),
+        };
+        let initrd = c
+            .initrd
+            .as_ref()
+            .map(|p| {
+                format!(
+                    "    <initrd>{}</initrd>\n",
+                    xml_escape(&p.display().to_string())
+                )
+            })
+            .unwrap_or_default();
+        let serial = match &c.serial {
+            SerialConfig::Stdio => "    <serial type='stdio'>\n      <target port='0'/>\n    </serial>\n".to_string(),
+            SerialConfig::File(p) => format!("    <serial type='file'>\n      <source path='{}'/>\n      <target port='0'/>\n    </serial>\n", xml_escape(&p.display().to_string())),
+            SerialConfig::None => String::new(),
+        };
+        let emulator = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "vmm".into());
+        let on_reboot = if self.requests.no_reboot() {
+            "destroy"
+        } else {
+            "restart"
+        };
+        let kib = c.memory / 1024;
+        format!(
+            "<domain type='kvm'{id_attr}>\n  <name>{name}</name>\n  <uuid>{uuid}</uuid>\n  <memory unit='KiB'>{kib}</memory>\n  <currentMemory unit='KiB'>{kib}</currentMemory>\n  <vcpu placement='static'>{cpus}</vcpu>\n  <os>\n    <type arch='x86_64' machine='vmm'>hvm</type>\n    <kernel>{kernel}</kernel>\n{initrd}    <cmdline>{cmdline}</cmdline>\n  </os>\n  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>{on_reboot}</on_reboot>\n  <on_crash>destroy</on_crash>\n  <devices>\n    <emulator>{emulator}</emulator>\n{serial}  </devices>\n</domain>\n",
+            name = xml_escape(&c.name),
+            uuid = format_uuid(&c.uuid),
+            cpus = c.cpus,
+            kernel = xml_escape(&kernel),
+            cmdline = xml_escape(&c.cmdline),
+            emulator = xml_escape(&emulator),
+        )
     }
 
     /// Turns main-loop events into libvirt lifecycle events. Runs on the main-loop thread.
@@ -222,73 +289,35 @@ impl Hypervisor for ManagedDomain {
     }
 
     fn xml(&self) -> String {
-        let c = &self.config;
-        let id = self.book().id;
-        let id_attr = if id > 0 {
-            format!(" id='{id}'")
-        } else {
-            String::new()
-        };
-        let kernel = match &c.kernel {
-            KernelSource::Embedded => "vmm:test-guest".to_string(),
-            KernelSource::File(p) => p.display().to_string(),
-        };
-        let initrd = c
-            .initrd
-            .as_ref()
-            .map(|p| {
-                format!(
-                    "    <initrd>{}</initrd>\n",
-                    xml_escape(&p.display().to_string())
-                )
-            })
-            .unwrap_or_default();
-        let serial = match &c.serial {
-            SerialConfig::Stdio => "    <serial type='stdio'>\n      <target port='0'/>\n    </serial>\n".to_string(),
-            SerialConfig::File(p) => format!("    <serial type='file'>\n      <source path='{}'/>\n      <target port='0'/>\n    </serial>\n", xml_escape(&p.display().to_string())),
-            SerialConfig::None => String::new(),
-        };
-        let emulator = std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "vmm".into());
-        let on_reboot = if self.requests.no_reboot() {
-            "destroy"
-        } else {
-            "restart"
-        };
-        let kib = c.memory / 1024;
-        format!(
-            "<domain type='kvm'{id_attr}>\n  <name>{name}</name>\n  <uuid>{uuid}</uuid>\n  <memory unit='KiB'>{kib}</memory>\n  <currentMemory unit='KiB'>{kib}</currentMemory>\n  <vcpu placement='static'>{cpus}</vcpu>\n  <os>\n    <type arch='x86_64' machine='vmm'>hvm</type>\n    <kernel>{kernel}</kernel>\n{initrd}    <cmdline>{cmdline}</cmdline>\n  </os>\n  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>{on_reboot}</on_reboot>\n  <on_crash>destroy</on_crash>\n  <devices>\n    <emulator>{emulator}</emulator>\n{serial}  </devices>\n</domain>\n",
-            name = xml_escape(&c.name),
-            uuid = format_uuid(&c.uuid),
-            cpus = c.cpus,
-            kernel = xml_escape(&kernel),
-            cmdline = xml_escape(&c.cmdline),
-            emulator = xml_escape(&emulator),
-        )
+        self.domain_xml()
     }
 
     fn suspend(&self) -> Result<(), RemoteError> {
+        let _job = self.job();
         match self.require_active()? {
             RunState::Running => {}
             RunState::Paused => return Ok(()),
             other => return Err(invalid(&format!("domain is {other}"))),
         }
-        self.requests.vmstop_request(RunState::Paused);
-        self.wait_for(|s| s == RunState::Paused, "pause")
+        self.carry_out(
+            |r| r.vmstop_request(RunState::Paused),
+            RunState::Paused,
+            "pause",
+        )
     }
 
     fn resume(&self) -> Result<(), RemoteError> {
+        let _job = self.job();
         match self.require_active()? {
             RunState::Paused | RunState::Debug | RunState::Prelaunch => {}
             RunState::Running => return Err(invalid("domain is already running")),
             other => return Err(invalid(&format!("domain is {other}"))),
         }
-        self.requests.vm_start_request();
-        self.wait_for(|s| s == RunState::Running, "resume")
+        self.carry_out(|r| r.vm_start_request(), RunState::Running, "resume")
     }
 
     fn shutdown(&self) -> Result<(), RemoteError> {
+        let _job = self.job();
         self.require_active()?;
         // The request is the real one; the machine has no power button until the ACPI work
         // lands, so say so rather than pretend the guest was asked.
@@ -306,33 +335,44 @@ impl Hypervisor for ManagedDomain {
     }
 
     fn reset(&self) -> Result<(), RemoteError> {
-        self.require_active()?;
-        self.requests
-            .reset_request(ShutdownCause::HostQmpSystemReset);
-        Ok(())
+        let _job = self.job();
+        let state = self.require_active()?;
+        self.carry_out(
+            |r| r.reset_request(ShutdownCause::HostQmpSystemReset),
+            state,
+            "reset",
+        )
     }
 
     fn destroy(&self) -> Result<(), RemoteError> {
+        let _job = self.job();
         self.require_active()?;
-        self.requests.shutdown_request(ShutdownCause::HostQmpQuit);
-        self.wait_for(|s| s == RunState::Shutdown, "stop")
+        self.carry_out(
+            |r| r.shutdown_request(ShutdownCause::HostQmpQuit),
+            RunState::Shutdown,
+            "stop",
+        )
     }
 
     fn create(&self, paused: bool) -> Result<(), RemoteError> {
+        let _job = self.job();
         if !matches!(
             self.requests.state(),
             RunState::Shutdown | RunState::InternalError
         ) {
             return Err(invalid("domain is already running"));
         }
+        // Reset (reload the boot images; the VM waits in prelaunch), then run or stay paused.
         self.requests
             .reset_request(ShutdownCause::HostQmpSystemReset);
         if paused {
-            self.requests.vmstop_request(RunState::Paused);
-            self.wait_for(|s| s == RunState::Paused, "start")
+            self.carry_out(
+                |r| r.vmstop_request(RunState::Paused),
+                RunState::Paused,
+                "start",
+            )
         } else {
-            self.requests.vm_start_request();
-            self.wait_for(|s| s == RunState::Running, "start")
+            self.carry_out(|r| r.vm_start_request(), RunState::Running, "start")
         }
     }
 }

@@ -375,9 +375,15 @@ impl VcpuThread {
         };
         let requests = &self.ctx.requests;
         match kind {
-            KVM_SYSTEM_EVENT_SHUTDOWN => requests.shutdown_request(ShutdownCause::GuestShutdown),
-            KVM_SYSTEM_EVENT_RESET => requests.reset_request(ShutdownCause::GuestReset),
-            KVM_SYSTEM_EVENT_CRASH => requests.shutdown_request(ShutdownCause::GuestPanic),
+            KVM_SYSTEM_EVENT_SHUTDOWN => {
+                requests.shutdown_request(ShutdownCause::GuestShutdown);
+            }
+            KVM_SYSTEM_EVENT_RESET => {
+                requests.reset_request(ShutdownCause::GuestReset);
+            }
+            KVM_SYSTEM_EVENT_CRASH => {
+                requests.shutdown_request(ShutdownCause::GuestPanic);
+            }
             other => self.fail(&format!("unknown system event {other}")),
         }
     }

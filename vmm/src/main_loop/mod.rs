@@ -18,7 +18,7 @@ pub use aio::AioContext;
 pub use bh::Bh;
 pub use clock::{ClockType, Clocks};
 pub use notify::LoopNotifier;
-pub use requests::{Requests, ShutdownCause};
+pub use requests::{Requests, ShutdownCause, Ticket};
 pub use runstate::{RunState, RunStateMachine};
 pub use timer::Timer;
 
@@ -185,7 +185,16 @@ impl MainLoop {
     }
 
     /// Handles pending run-state requests in QEMU's order; Some when the loop must end.
+    /// Afterwards every request filed before the pass began counts as handled (one filed
+    /// during the pass is marked after the next pass, which its filing triggers).
     pub fn main_loop_should_exit(&mut self, machine: &mut dyn Machine) -> Option<LoopExit> {
+        let filed = self.requests.filed();
+        let exit = self.handle_requests(machine);
+        self.requests.mark_handled(filed);
+        exit
+    }
+
+    fn handle_requests(&mut self, machine: &mut dyn Machine) -> Option<LoopExit> {
         let requests = self.requests.clone();
         if requests.take(|p| std::mem::take(&mut p.debug)) {
             self.vm_stop(machine, RunState::Debug);

@@ -38,14 +38,27 @@ pub(crate) struct Pending {
     pub suspend: bool,
     pub debug: bool,
     pub vm_start: bool,
+    /// Sequence number of the last request filed.
+    pub filed: u64,
+}
+
+/// Identifies a filed request; `Requests::wait_handled` waits until the loop has acted on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket(u64);
+
+/// What the loop publishes for other threads.
+struct Published {
+    state: RunState,
+    /// Every request filed up to this sequence number has been handled.
+    handled: u64,
 }
 
 pub struct Requests {
     pending: Mutex<Pending>,
     notifier: LoopNotifier,
     no_reboot: AtomicBool,
-    /// The run state as last published by the loop, for waiters on other threads.
-    state: Mutex<RunState>,
+    /// The run state and progress as last published by the loop, for waiters.
+    published: Mutex<Published>,
     state_changed: Condvar,
 }
 
@@ -55,14 +68,55 @@ impl Requests {
             pending: Mutex::new(Pending::default()),
             notifier,
             no_reboot: AtomicBool::new(false),
-            state: Mutex::new(RunState::Prelaunch),
+            published: Mutex::new(Published {
+                state: RunState::Prelaunch,
+                handled: 0,
+            }),
             state_changed: Condvar::new(),
         }
     }
 
-    fn file(&self, set: impl FnOnce(&mut Pending)) {
-        set(&mut self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+    fn file(&self, set: impl FnOnce(&mut Pending)) -> Ticket {
+        let ticket = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            set(&mut pending);
+            pending.filed += 1;
+            Ticket(pending.filed)
+        };
         self.notifier.notify();
+        ticket
+    }
+
+    /// The newest sequence number filed (read by the loop before a pass).
+    pub(crate) fn filed(&self) -> u64 {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).filed
+    }
+
+    /// Everything filed up to `seq` has been handled (the loop, after a pass).
+    pub(crate) fn mark_handled(&self, seq: u64) {
+        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        if seq > published.handled {
+            published.handled = seq;
+            self.state_changed.notify_all();
+        }
+    }
+
+    /// Waits until the loop has acted on `ticket`; returns the run state then, or None on
+    /// timeout.
+    pub fn wait_handled(&self, ticket: Ticket, timeout: Duration) -> Option<RunState> {
+        let deadline = Instant::now() + timeout;
+        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if published.handled >= ticket.0 {
+                return Some(published.state);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            published = self
+                .state_changed
+                .wait_timeout(published, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 
     /// Takes one request out (on the loop thread).
@@ -71,53 +125,53 @@ impl Requests {
     }
 
     /// Ends the VM. The first cause filed wins until it is handled.
-    pub fn shutdown_request(&self, cause: ShutdownCause) {
+    pub fn shutdown_request(&self, cause: ShutdownCause) -> Ticket {
         self.file(|p| {
             p.shutdown.get_or_insert((cause, None));
-        });
+        })
     }
 
     /// Ends the VM with an exit status (the guest's debug-exit port).
-    pub fn shutdown_request_with_status(&self, cause: ShutdownCause, status: i32) {
+    pub fn shutdown_request_with_status(&self, cause: ShutdownCause, status: i32) -> Ticket {
         self.file(|p| {
             p.shutdown.get_or_insert((cause, Some(status)));
-        });
+        })
     }
 
-    pub fn reset_request(&self, cause: ShutdownCause) {
-        self.file(|p| p.reset = Some(cause));
+    pub fn reset_request(&self, cause: ShutdownCause) -> Ticket {
+        self.file(|p| p.reset = Some(cause))
     }
 
-    pub fn powerdown_request(&self) {
-        self.file(|p| p.powerdown = true);
+    pub fn powerdown_request(&self) -> Ticket {
+        self.file(|p| p.powerdown = true)
     }
 
     /// Stops the vCPUs and moves to `state` (Paused for a plain stop).
-    pub fn vmstop_request(&self, state: RunState) {
+    pub fn vmstop_request(&self, state: RunState) -> Ticket {
         self.file(|p| {
             p.vmstop = Some(state);
             p.vm_start = false;
-        });
+        })
     }
 
     /// Resumes a stopped VM ("cont").
-    pub fn vm_start_request(&self) {
+    pub fn vm_start_request(&self) -> Ticket {
         self.file(|p| {
             p.vm_start = true;
             p.vmstop = None;
-        });
+        })
     }
 
-    pub fn wakeup_request(&self) {
-        self.file(|p| p.wakeup = true);
+    pub fn wakeup_request(&self) -> Ticket {
+        self.file(|p| p.wakeup = true)
     }
 
-    pub fn suspend_request(&self) {
-        self.file(|p| p.suspend = true);
+    pub fn suspend_request(&self) -> Ticket {
+        self.file(|p| p.suspend = true)
     }
 
-    pub fn debug_request(&self) {
-        self.file(|p| p.debug = true);
+    pub fn debug_request(&self) -> Ticket {
+        self.file(|p| p.debug = true)
     }
 
     /// With no-reboot set, a reset request becomes a shutdown (QEMU's -no-reboot).
@@ -131,11 +185,17 @@ impl Requests {
 
     /// The current run state.
     pub fn state(&self) -> RunState {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.published
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .state
     }
 
     pub(crate) fn publish_state(&self, state: RunState) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        self.published
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .state = state;
         self.state_changed.notify_all();
     }
 
@@ -146,15 +206,15 @@ impl Requests {
         timeout: Duration,
     ) -> Option<RunState> {
         let deadline = Instant::now() + timeout;
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if done(*state) {
-                return Some(*state);
+            if done(published.state) {
+                return Some(published.state);
             }
             let left = deadline.checked_duration_since(Instant::now())?;
-            state = self
+            published = self
                 .state_changed
-                .wait_timeout(state, left)
+                .wait_timeout(published, left)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }

@@ -243,3 +243,29 @@ fn sigterm_becomes_a_host_signal_shutdown() {
         "child status {status:#x}"
     );
 }
+
+#[test]
+fn tickets_are_handled_by_the_next_pass() {
+    let (mut ml, mut m, _) = running();
+    let r = ml.requests();
+    let ticket = r.vmstop_request(RunState::Paused);
+    assert_eq!(
+        r.wait_handled(ticket, Duration::from_millis(10)),
+        None,
+        "not handled yet"
+    );
+    ml.main_loop_should_exit(&mut m);
+    assert_eq!(
+        r.wait_handled(ticket, Duration::from_millis(10)),
+        Some(RunState::Paused)
+    );
+    // A waiter on another thread is released by the pass that handles its request.
+    let waiter = {
+        let r = r.clone();
+        let ticket = r.vm_start_request();
+        std::thread::spawn(move || r.wait_handled(ticket, Duration::from_secs(5)))
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    ml.main_loop_should_exit(&mut m);
+    assert_eq!(waiter.join().unwrap(), Some(RunState::Running));
+}

@@ -1,0 +1,529 @@
+//! The management socket driven by real clients: Debian's virsh and libvirt-python.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{kvm_available, read_lossy, TempDir, VMM};
+
+const NAME: &str = "testvm";
+const UUID: &str = "6695eb01-f6a4-8304-79aa-97f2502e193f";
+
+/// A VMM serving the management protocol, its guest ticking at CPL3.
+struct Managed {
+    child: Child,
+    dir: TempDir,
+    socket: PathBuf,
+    ro_socket: PathBuf,
+}
+
+impl Managed {
+    fn start(tag: &str) -> Managed {
+        let dir = TempDir::new(tag);
+        let socket = dir.path("vmm.sock");
+        let ro_socket = dir.path("vmm-ro.sock");
+        let console = format!("file={}", dir.path("console.log").display());
+        let child = Command::new(VMM)
+            .args([
+                "run", "--name", NAME, "--uuid", UUID, "--memory", "64M", "--serial", &console,
+            ])
+            .args(["--cmdline", "quiet test=ticker ticker.count=1000000"])
+            .arg("--mgmt-socket")
+            .arg(&socket)
+            .arg("--mgmt-socket-ro")
+            .arg(&ro_socket)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(dir.path("stderr.log")).unwrap())
+            .spawn()
+            .expect("start vmm");
+        let deadline = Instant::now() + common::BOOT_TIMEOUT;
+        while !(socket.exists() && ro_socket.exists()) {
+            assert!(Instant::now() < deadline, "no management socket");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Managed {
+            child,
+            dir,
+            socket,
+            ro_socket,
+        }
+    }
+
+    fn uri(socket: &Path) -> String {
+        format!("qemu+unix:///system?socket={}", socket.display())
+    }
+
+    fn virsh_on(&self, socket: &Path, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("virsh")
+            .arg("-c")
+            .arg(Self::uri(socket))
+            .args(args)
+            .output()
+            .expect("run virsh");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs virsh and returns its stdout; panics with its stderr if it fails.
+    fn virsh(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.virsh_on(&self.socket, args);
+        assert!(ok, "virsh {args:?} failed: {err}");
+        out
+    }
+
+    fn ticks(&self) -> usize {
+        read_lossy(&self.dir.path("console.log"))
+            .matches("TICK")
+            .count()
+    }
+
+    /// The guest is still making progress at CPL3.
+    fn assert_guest_runs(&self) {
+        let before = self.ticks();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.ticks() <= before {
+            assert!(Instant::now() < deadline, "the guest stopped ticking");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        if common::wait_timeout(&mut self.child, Duration::from_secs(10)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn clients_available(test: &str) -> bool {
+    if !kvm_available(test) {
+        return false;
+    }
+    let ok = Path::new("/usr/bin/virsh").exists();
+    if !ok {
+        eprintln!("{test}: skipped: virsh is not installed (apt-get install libvirt-clients)");
+    }
+    ok
+}
+
+#[test]
+fn virsh_queries() {
+    if !clients_available("virsh_queries") {
+        return;
+    }
+    let vm = Managed::start("virsh-queries");
+    assert!(vm.virsh(&["version"]).contains("Running hypervisor: VMM"));
+    let list = vm.virsh(&["list", "--all"]);
+    assert!(list.contains(NAME) && list.contains("running"), "{list}");
+    let info = vm.virsh(&["dominfo", NAME]);
+    for expected in [
+        "Id:             1",
+        UUID,
+        "State:          running",
+        "CPU(s):         1",
+        "Max memory:     65536 KiB",
+        "OS Type:        hvm",
+    ] {
+        assert!(
+            info.contains(expected),
+            "dominfo lacks {expected:?}:\n{info}"
+        );
+    }
+    assert_eq!(
+        vm.virsh(&["domstate", NAME, "--reason"]).trim(),
+        "running (booted)"
+    );
+    assert_eq!(vm.virsh(&["domid", NAME]).trim(), "1");
+    assert_eq!(vm.virsh(&["domuuid", NAME]).trim(), UUID);
+    assert_eq!(vm.virsh(&["domname", UUID]).trim(), NAME);
+    let xml = vm.virsh(&["dumpxml", NAME]);
+    let parsed = Command::new("/usr/bin/python3")
+        .args(["-c", "import sys, xml.etree.ElementTree as E; d = E.fromstring(sys.stdin.read()); print(d.find('name').text, d.find('uuid').text, d.find('memory').text, d.find('vcpu').text, d.find('os/cmdline').text)"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut p| {
+            p.stdin.take().unwrap().write_all(xml.as_bytes())?;
+            p.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&parsed.stdout).trim(),
+        format!("{NAME} {UUID} 65536 1 quiet test=ticker ticker.count=1000000")
+    );
+    assert!(vm.virsh(&["nodeinfo"]).contains("CPU(s):"));
+    assert!(!vm.virsh(&["hostname"]).trim().is_empty());
+    let (ok, _, err) = vm.virsh_on(&vm.socket, &["dominfo", "nosuchdomain"]);
+    assert!(
+        !ok && err.contains("failed to get domain 'nosuchdomain'"),
+        "{err}"
+    );
+    vm.assert_guest_runs();
+}
+
+#[test]
+fn virsh_lifecycle_with_events() {
+    if !clients_available("virsh_lifecycle_with_events") {
+        return;
+    }
+    let vm = Managed::start("virsh-lifecycle");
+    let events = Command::new("virsh")
+        .arg("-c")
+        .arg(Managed::uri(&vm.socket))
+        .args(["event", "--all", "--loop", "--timeout", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500)); // let it register
+
+    assert!(vm.virsh(&["suspend", NAME]).contains("suspended"));
+    assert_eq!(
+        vm.virsh(&["domstate", NAME, "--reason"]).trim(),
+        "paused (user)"
+    );
+    let paused_ticks = vm.ticks();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(vm.ticks(), paused_ticks, "guest ran while suspended");
+    vm.virsh(&["resume", NAME]);
+    assert_eq!(vm.virsh(&["domstate", NAME]).trim(), "running");
+    vm.assert_guest_runs();
+
+    vm.virsh(&["reset", NAME]);
+    vm.virsh(&["reboot", NAME]);
+    let (ok, _, err) = vm.virsh_on(&vm.socket, &["shutdown", NAME]);
+    assert!(
+        !ok && err.contains("no ACPI power button"),
+        "shutdown must say why it cannot: {err}"
+    );
+
+    vm.virsh(&["destroy", NAME]);
+    assert_eq!(
+        vm.virsh(&["domstate", NAME, "--reason"]).trim(),
+        "shut off (destroyed)"
+    );
+    assert_eq!(vm.virsh(&["domid", NAME]).trim(), "-");
+    let (ok, _, err) = vm.virsh_on(&vm.socket, &["suspend", NAME]);
+    assert!(!ok && err.contains("not running"), "{err}");
+
+    vm.virsh(&["start", NAME]);
+    assert_eq!(
+        vm.virsh(&["domstate", NAME, "--reason"]).trim(),
+        "running (booted)"
+    );
+    assert_eq!(vm.virsh(&["domid", NAME]).trim(), "2");
+    vm.assert_guest_runs();
+
+    vm.virsh(&["destroy", NAME]);
+    vm.virsh(&["start", NAME, "--paused"]);
+    assert_eq!(vm.virsh(&["domstate", NAME]).trim(), "paused");
+    vm.virsh(&["resume", NAME]);
+    vm.assert_guest_runs();
+
+    // SAFETY: kill(2) on the event watcher we started.
+    unsafe { libc::kill(events.id() as i32, libc::SIGINT) };
+    let out = events.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "Suspended Paused",
+        "Resumed Unpaused",
+        "Stopped Destroyed",
+        "Started Booted",
+        "event 'reboot'",
+    ] {
+        assert!(text.contains(expected), "no {expected:?} event:\n{text}");
+    }
+    let order: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("lifecycle"))
+        .map(|l| l.rsplit(": ").next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            "Suspended Paused",
+            "Resumed Unpaused",
+            "Stopped Destroyed",
+            "Started Booted",
+            "Stopped Destroyed",
+            "Started Booted",
+            "Suspended Paused",
+            "Resumed Unpaused",
+        ]
+    );
+}
+
+#[test]
+fn read_only_socket_refuses_changes() {
+    if !clients_available("read_only_socket_refuses_changes") {
+        return;
+    }
+    let vm = Managed::start("virsh-ro");
+    for args in [
+        ["suspend", NAME],
+        ["destroy", NAME],
+        ["reset", NAME],
+        ["reboot", NAME],
+    ] {
+        let (ok, _, err) = vm.virsh_on(&vm.ro_socket, &args);
+        assert!(!ok, "{args:?} allowed on the read-only socket");
+        assert!(
+            err.contains("read only access prevents") || err.contains("read-only"),
+            "{args:?}: {err}"
+        );
+    }
+    let (ok, out, _) = vm.virsh_on(&vm.ro_socket, &["domstate", NAME]);
+    assert!(ok && out.trim() == "running");
+    let (ok, _, err) = vm.virsh_on(&vm.socket, &["-r", "suspend", NAME]);
+    assert!(!ok, "virsh -r must not suspend: {err}");
+    let mode = std::fs::metadata(&vm.socket)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+    assert_eq!(mode.unwrap(), 0o600);
+    vm.assert_guest_runs();
+}
+
+#[test]
+fn libvirt_python_drives_the_vm() {
+    if !clients_available("libvirt_python_drives_the_vm") {
+        return;
+    }
+    let vm = Managed::start("python");
+    let script = format!(
+        r#"
+import libvirt, threading, time
+libvirt.virEventRegisterDefaultImpl()
+threading.Thread(target=lambda: [libvirt.virEventRunDefaultImpl() for _ in iter(int, 1)], daemon=True).start()
+events = []
+conn = libvirt.open("{uri}")
+conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lambda c, d, e, det, o: events.append((e, det)), None)
+dom = conn.lookupByName("{name}")
+assert dom.UUIDString() == "{uuid}"
+assert conn.lookupByUUIDString("{uuid}").name() == "{name}"
+assert conn.lookupByID(dom.ID()).name() == "{name}"
+state, maxmem, mem, vcpus, cputime = dom.info()
+assert (state, maxmem, vcpus) == (libvirt.VIR_DOMAIN_RUNNING, 65536, 1), dom.info()
+assert "<name>{name}</name>" in dom.XMLDesc(0)
+dom.suspend(); assert dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
+dom.resume(); assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+dom.reset(0); dom.reboot(0)
+try:
+    dom.shutdown(); raise SystemExit("shutdown must report the missing power button")
+except libvirt.libvirtError as e:
+    assert e.get_error_code() == libvirt.VIR_ERR_OPERATION_UNSUPPORTED
+dom.destroy(); assert dom.state() == [libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED]
+assert conn.listDefinedDomains() == ["{name}"] and conn.numOfDomains() == 0
+dom.create(); assert dom.isActive() == 1 and dom.ID() == 2
+try:
+    conn.lookupByName("nosuch"); raise SystemExit("lookup of a missing domain succeeded")
+except libvirt.libvirtError as e:
+    assert e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+deadline = time.time() + 10
+want = [(3, 0), (4, 0), (5, 1), (2, 0)]
+while events[:4] != want and time.time() < deadline:
+    time.sleep(0.05)
+assert events[:4] == want, events
+print("PYTHON-OK")
+"#,
+        uri = Managed::uri(&vm.socket),
+        name = NAME,
+        uuid = UUID
+    );
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("PYTHON-OK"),
+        "stdout: {text}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    vm.assert_guest_runs();
+}
+
+#[test]
+fn thirty_two_clients_at_once() {
+    if !clients_available("thirty_two_clients_at_once") {
+        return;
+    }
+    let vm = Managed::start("many");
+    let children: Vec<Child> = (0..32)
+        .map(|_| {
+            Command::new("virsh")
+                .arg("-c")
+                .arg(Managed::uri(&vm.socket))
+                .args(["dominfo", NAME])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("running"));
+    }
+    vm.assert_guest_runs();
+}
+
+/// A frame for the REMOTE program with `proc_` and `payload`.
+fn frame(
+    program: u32,
+    version: u32,
+    proc_: i32,
+    kind: i32,
+    serial: u32,
+    status: i32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&((28 + payload.len()) as u32).to_be_bytes());
+    for v in [
+        program,
+        version,
+        proc_ as u32,
+        kind as u32,
+        serial,
+        status as u32,
+    ] {
+        f.extend_from_slice(&v.to_be_bytes());
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+const REMOTE: u32 = 0x2000_8086;
+
+/// Sends `bytes`, then reads one reply frame (None if the server closed the connection).
+fn exchange(socket: &Path, bytes: &[u8]) -> Option<(i32, Vec<u8>)> {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let len = u32::from_be_bytes(len) as usize;
+    let mut rest = vec![0u8; len.saturating_sub(4)];
+    s.read_exact(&mut rest).ok()?;
+    let status = i32::from_be_bytes([rest[20], rest[21], rest[22], rest[23]]);
+    Some((status, rest[24..].to_vec()))
+}
+
+fn error_message(payload: &[u8]) -> String {
+    let len = u32::from_be_bytes([payload[12], payload[13], payload[14], payload[15]]) as usize;
+    String::from_utf8_lossy(&payload[16..16 + len]).into_owned()
+}
+
+/// True if the server closed the connection without answering.
+fn closed_without_reply(socket: &Path, bytes: &[u8]) -> bool {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(0) | Err(_))
+}
+
+#[test]
+fn malformed_input_never_hurts_the_server_or_the_guest() {
+    if !clients_available("malformed_input_never_hurts_the_server_or_the_guest") {
+        return;
+    }
+    let vm = Managed::start("malformed");
+    let sock = vm.socket.clone();
+
+    // Bad lengths close that connection only.
+    for len in [0u32, 3, 27, 33_554_437, u32::MAX] {
+        assert!(
+            closed_without_reply(&sock, &len.to_be_bytes()),
+            "length {len}"
+        );
+    }
+    assert!(closed_without_reply(
+        &sock,
+        b"GET / HTTP/1.1\r\n\r\n garbage garbage garbage"
+    ));
+
+    // Unknown program, version and procedure: an error reply, as libvirtd gives.
+    let (status, payload) = exchange(&sock, &frame(0x1234, 1, 1, 0, 1, 0, &[])).unwrap();
+    assert_eq!(status, 1);
+    assert_eq!(
+        error_message(&payload),
+        "Cannot find program 4660 version 1"
+    );
+    let (_, payload) = exchange(&sock, &frame(REMOTE, 9, 1, 0, 1, 0, &[])).unwrap();
+    assert!(error_message(&payload).starts_with("Cannot find program"));
+    let (_, payload) = exchange(&sock, &frame(REMOTE, 1, 9999, 0, 1, 0, &[])).unwrap();
+    assert_eq!(error_message(&payload), "unknown procedure: 9999");
+    let (_, payload) = exchange(&sock, &frame(REMOTE, 1, -5, 0, 1, 0, &[])).unwrap();
+    assert_eq!(error_message(&payload), "unknown procedure: -5");
+    // A call before CONNECT_OPEN, a call with a bad status, a truncated body.
+    let (_, payload) = exchange(&sock, &frame(REMOTE, 1, 3, 0, 1, 0, &[])).unwrap();
+    assert!(error_message(&payload).contains("connection not open"));
+    let (_, payload) = exchange(&sock, &frame(REMOTE, 1, 66, 0, 1, 1, &[])).unwrap();
+    assert_eq!(error_message(&payload), "Unexpected message status 1");
+    let mut open_then_truncated = frame(REMOTE, 1, 1, 0, 1, 0, &[0, 0, 0, 0, 0, 0, 0, 0]);
+    open_then_truncated.extend(frame(REMOTE, 1, 23, 0, 2, 0, &[0, 0, 0, 200, b'x']));
+    let mut s = UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&open_then_truncated).unwrap();
+    let mut replies = [0u8; 28 + 28 + 92];
+    let mut got = 0;
+    while got < 28 + 28 {
+        match s.read(&mut replies[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(String::from_utf8_lossy(&replies[..got]).contains("Unable to decode message payload"));
+    // Wrong message types are ignored; the connection stays usable afterwards.
+    let mut ignored = frame(REMOTE, 1, 66, 1, 1, 0, &[]); // a REPLY from a client
+    ignored.extend(frame(REMOTE, 1, 66, 7, 2, 0, &[])); // an undefined type
+    ignored.extend(frame(REMOTE, 1, 66, 3, 3, 2, b"data")); // STREAM for no stream
+    ignored.extend(frame(REMOTE, 1, 66, 0, 4, 0, &[])); // AUTH_LIST, answered
+    let (status, payload) = exchange(&sock, &ignored).unwrap();
+    assert_eq!((status, payload), (0, vec![0, 0, 0, 1, 0, 0, 0, 0]));
+    // Keepalive PING as a MESSAGE gets a PONG.
+    let ping = frame(0x6b65_6570, 1, 1, 2, 0, 0, &[]);
+    let mut s = UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&ping).unwrap();
+    let mut pong = [0u8; 28];
+    s.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong[12..16], &[0, 0, 0, 2]);
+
+    // Half a frame, then silence: that client waits, nobody else does.
+    let mut stalled = UnixStream::connect(&sock).unwrap();
+    stalled
+        .write_all(&frame(REMOTE, 1, 66, 0, 1, 0, &[])[..10])
+        .unwrap();
+    // A client that sends many calls and never reads its replies.
+    let mut greedy = UnixStream::connect(&sock).unwrap();
+    greedy.set_nonblocking(true).unwrap();
+    let flood: Vec<u8> = (0..20_000)
+        .flat_map(|i| frame(REMOTE, 1, 66, 0, i, 0, &[]))
+        .collect();
+    let _ = greedy.write(&flood);
+
+    let (ok, out, err) = vm.virsh_on(&vm.socket, &["domstate", NAME]);
+    assert!(
+        ok && out.trim() == "running",
+        "fresh virsh after the abuse: {err}"
+    );
+    vm.assert_guest_runs();
+    drop((stalled, greedy));
+}
