@@ -297,3 +297,6 @@ impl Drop for Server {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

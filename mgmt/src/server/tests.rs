@@ -1,0 +1,369 @@
+//! The server in-process with a fake hypervisor: dispatch, client cleanup, keepalive, limits.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Server, ServerConfig};
+use crate::domain::{DomainRef, DomainStatus};
+use crate::hypervisor::Hypervisor;
+use crate::protocol::{procedure as p, DomainState, Lifecycle, KEEPALIVE_PROGRAM, REMOTE_PROGRAM};
+use crate::wire::{self, FrameReader, Header, RemoteError};
+use crate::xdr::{XdrReader, XdrWriter};
+
+struct FakeVm {
+    suspends: AtomicUsize,
+}
+
+fn domain() -> DomainRef {
+    DomainRef {
+        name: "fake".into(),
+        uuid: [9; 16],
+        id: 1,
+    }
+}
+
+impl Hypervisor for FakeVm {
+    fn status(&self) -> DomainStatus {
+        DomainStatus {
+            domain: domain(),
+            state: DomainState::Running,
+            reason: 1,
+            max_memory_kib: 1024,
+            memory_kib: 1024,
+            vcpus: 2,
+            cpu_time_ns: 5,
+        }
+    }
+    fn xml(&self) -> String {
+        "<domain/>".into()
+    }
+    fn suspend(&self) -> Result<(), RemoteError> {
+        self.suspends.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn resume(&self) -> Result<(), RemoteError> {
+        Ok(())
+    }
+    fn shutdown(&self) -> Result<(), RemoteError> {
+        Ok(())
+    }
+    fn reboot(&self) -> Result<(), RemoteError> {
+        Ok(())
+    }
+    fn reset(&self) -> Result<(), RemoteError> {
+        Ok(())
+    }
+    fn destroy(&self) -> Result<(), RemoteError> {
+        Ok(())
+    }
+    fn create(&self, _: bool) -> Result<(), RemoteError> {
+        Ok(())
+    }
+}
+
+fn socket_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("mgmt-test-{tag}-{}.sock", std::process::id()))
+}
+
+fn start(tag: &str, tweak: impl FnOnce(&mut ServerConfig)) -> (Server, Arc<FakeVm>, PathBuf) {
+    let path = socket_path(tag);
+    let mut config = ServerConfig {
+        socket: path.clone(),
+        min_workers: 2,
+        prio_workers: 1,
+        ..ServerConfig::default()
+    };
+    tweak(&mut config);
+    let vm = Arc::new(FakeVm {
+        suspends: AtomicUsize::new(0),
+    });
+    let server = Server::start(config, vm.clone()).unwrap();
+    (server, vm, path)
+}
+
+/// A raw protocol client.
+struct Peer {
+    stream: UnixStream,
+    reader: FrameReader,
+    serial: u32,
+}
+
+impl Peer {
+    fn connect(path: &PathBuf) -> Peer {
+        let stream = UnixStream::connect(path).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Peer {
+            stream,
+            reader: FrameReader::new(),
+            serial: 0,
+        }
+    }
+
+    fn send(&mut self, program: u32, procedure: i32, kind: i32, payload: &[u8]) {
+        self.serial += 1;
+        let h = Header {
+            program,
+            version: 1,
+            procedure,
+            kind,
+            serial: self.serial,
+            status: 0,
+        };
+        self.stream.write_all(&wire::frame(&h, payload)).unwrap();
+    }
+
+    fn next(&mut self) -> Option<wire::Frame> {
+        let mut byte = [0u8; 1];
+        loop {
+            match self.stream.read(&mut byte) {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {
+                    if let (_, Some(frame)) = self.reader.push(&byte).ok()? {
+                        return Some(frame);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls a REMOTE procedure; returns (status, payload).
+    fn call(&mut self, procedure: i32, payload: &[u8]) -> (i32, Vec<u8>) {
+        self.send(REMOTE_PROGRAM, procedure, 0, payload);
+        loop {
+            let f = self.next().expect("reply");
+            if f.header.kind == 1 {
+                return (f.header.status, f.payload);
+            }
+        }
+    }
+
+    fn open(&mut self) {
+        let mut w = XdrWriter::new();
+        w.put_optional(Some("vmm:///"), |w, s| w.put_string(s));
+        w.put_u32(0);
+        assert_eq!(self.call(p::CONNECT_OPEN, &w.into_inner()).0, 0);
+    }
+}
+
+fn dom_arg() -> Vec<u8> {
+    let mut w = XdrWriter::new();
+    domain().encode(&mut w);
+    w.into_inner()
+}
+
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn dispatches_and_checks_open_and_domain() {
+    let (_server, vm, path) = start("dispatch", |_| {});
+    let mut peer = Peer::connect(&path);
+    let (status, _) = peer.call(p::DOMAIN_GET_INFO, &dom_arg());
+    assert_eq!(status, 1, "needs CONNECT_OPEN first");
+    let (status, ret) = peer.call(p::AUTH_LIST, &[]);
+    assert_eq!((status, ret), (0, vec![0, 0, 0, 1, 0, 0, 0, 0]));
+    peer.open();
+    let (status, ret) = peer.call(p::DOMAIN_GET_INFO, &dom_arg());
+    assert_eq!(status, 0);
+    let mut r = XdrReader::new(&ret);
+    assert_eq!(
+        (
+            r.get_u32(),
+            r.get_u64(),
+            r.get_u64(),
+            r.get_u32(),
+            r.get_u64()
+        ),
+        (Ok(1), Ok(1024), Ok(1024), Ok(2), Ok(5))
+    );
+    assert_eq!(ret.len(), 32, "the protocol notes' 32-byte payload");
+    assert_eq!(peer.call(p::DOMAIN_SUSPEND, &dom_arg()).0, 0);
+    assert_eq!(vm.suspends.load(Ordering::SeqCst), 1);
+    let mut other = DomainRef {
+        uuid: [1; 16],
+        ..domain()
+    };
+    let mut w = XdrWriter::new();
+    other.id = 7;
+    other.encode(&mut w);
+    let (status, payload) = peer.call(p::DOMAIN_SUSPEND, &w.into_inner());
+    assert_eq!(status, 1);
+    assert_eq!(
+        RemoteError::decode(&mut XdrReader::new(&payload))
+            .unwrap()
+            .code,
+        42
+    );
+    let (status, payload) = peer.call(p::DOMAIN_GET_INFO, &[0, 0]);
+    assert_eq!(status, 1);
+    assert_eq!(
+        RemoteError::decode(&mut XdrReader::new(&payload))
+            .unwrap()
+            .message,
+        "Unable to decode message payload"
+    );
+}
+
+#[test]
+fn read_only_connections_cannot_change_state() {
+    let (_server, vm, path) = start("ro", |_| {});
+    let mut peer = Peer::connect(&path);
+    let mut w = XdrWriter::new();
+    w.put_optional(None::<&str>, |w, s| w.put_string(s));
+    w.put_u32(crate::protocol::CONNECT_RO);
+    assert_eq!(peer.call(p::CONNECT_OPEN, &w.into_inner()).0, 0);
+    let (status, payload) = peer.call(p::DOMAIN_SUSPEND, &dom_arg());
+    assert_eq!(status, 1);
+    let e = RemoteError::decode(&mut XdrReader::new(&payload)).unwrap();
+    assert_eq!(e.code, 29);
+    assert_eq!(vm.suspends.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        peer.call(p::DOMAIN_GET_STATE, &[dom_arg(), vec![0; 4]].concat())
+            .0,
+        0
+    );
+}
+
+#[test]
+fn events_reach_subscribers_and_disconnects_clean_up() {
+    let (server, _vm, path) = start("events", |_| {});
+    let mut peer = Peer::connect(&path);
+    peer.open();
+    let mut w = XdrWriter::new();
+    w.put_i32(0);
+    w.put_u32(0); // all domains
+    let (status, ret) = peer.call(
+        p::CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
+        &w.into_inner(),
+    );
+    assert_eq!(status, 0);
+    let callback = XdrReader::new(&ret).get_i32().unwrap();
+    server.emit_lifecycle(&domain(), Lifecycle::SuspendedPaused);
+    let event = peer.next().unwrap();
+    assert_eq!(
+        (event.header.procedure, event.header.kind),
+        (p::DOMAIN_EVENT_CALLBACK_LIFECYCLE, 2)
+    );
+    let mut r = XdrReader::new(&event.payload);
+    assert_eq!(r.get_i32(), Ok(callback));
+    assert_eq!(DomainRef::decode(&mut r).unwrap(), domain());
+    assert_eq!((r.get_i32(), r.get_i32()), (Ok(3), Ok(0)));
+    assert_eq!(
+        event.payload.len() + 28,
+        68,
+        "the protocol notes' 68-byte packet for this event"
+    );
+
+    let mut w = XdrWriter::new();
+    w.put_i32(27); // beyond VIR_DOMAIN_EVENT_ID_LAST
+    w.put_u32(0);
+    assert_eq!(
+        peer.call(
+            p::CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
+            &w.into_inner()
+        )
+        .0,
+        1
+    );
+
+    assert_eq!(server.client_count(), 1);
+    drop(peer); // mid-session disconnect, callbacks still registered
+    wait_until("the client to be dropped", || server.client_count() == 0);
+    server.emit_lifecycle(&domain(), Lifecycle::ResumedUnpaused); // nobody left: no panic
+}
+
+#[test]
+fn a_client_that_never_reads_events_is_dropped_not_buffered_forever() {
+    let (server, _vm, path) = start("backlog", |c| c.max_client_backlog = 64 * 1024);
+    let mut peer = Peer::connect(&path);
+    peer.open();
+    let mut w = XdrWriter::new();
+    w.put_i32(0);
+    w.put_u32(0);
+    assert_eq!(
+        peer.call(
+            p::CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
+            &w.into_inner()
+        )
+        .0,
+        0
+    );
+    // The peer stops reading; the socket buffer fills, then the server's backlog.
+    for _ in 0..20_000 {
+        server.emit_lifecycle(&domain(), Lifecycle::SuspendedPaused);
+        if server.client_count() == 0 {
+            break;
+        }
+    }
+    wait_until("the slow client to be dropped", || {
+        server.client_count() == 0
+    });
+}
+
+#[test]
+fn keepalive_pings_and_reaps_silent_clients() {
+    let (server, _vm, path) = start("keepalive", |c| {
+        c.keepalive_interval = 1;
+        c.keepalive_count = 1;
+    });
+    let mut peer = Peer::connect(&path);
+    let mut w = XdrWriter::new();
+    w.put_i32(crate::protocol::FEATURE_PROGRAM_KEEPALIVE);
+    let (_, ret) = peer.call(p::CONNECT_SUPPORTS_FEATURE, &w.into_inner());
+    assert_eq!(ret, vec![0, 0, 0, 1]);
+    let ping = peer.next().expect("a ping after a second of silence");
+    assert_eq!(
+        (ping.header.program, ping.header.procedure),
+        (KEEPALIVE_PROGRAM, 1)
+    );
+    // Never answer: the client is dropped after `count` unanswered pings.
+    wait_until("the silent client to be reaped", || {
+        server.client_count() == 0
+    });
+    // A client that answers survives.
+    let mut good = Peer::connect(&path);
+    let mut w = XdrWriter::new();
+    w.put_i32(crate::protocol::FEATURE_PROGRAM_KEEPALIVE);
+    good.call(p::CONNECT_SUPPORTS_FEATURE, &w.into_inner());
+    for _ in 0..3 {
+        let ping = good.next().unwrap();
+        assert_eq!(ping.header.procedure, 1);
+        good.send(KEEPALIVE_PROGRAM, 2, 2, &[]);
+    }
+    assert_eq!(server.client_count(), 1);
+}
+
+#[test]
+fn max_clients_stops_accepting_until_one_leaves() {
+    let (server, _vm, path) = start("maxclients", |c| c.max_clients = 2);
+    let mut a = Peer::connect(&path);
+    let mut b = Peer::connect(&path);
+    assert_eq!(a.call(p::AUTH_LIST, &[]).0, 0);
+    assert_eq!(b.call(p::AUTH_LIST, &[]).0, 0);
+    let mut c = Peer::connect(&path); // queued in the listen backlog, not served yet
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    c.send(REMOTE_PROGRAM, p::AUTH_LIST, 0, &[]);
+    assert!(
+        c.next().is_none(),
+        "a third client was served beyond max_clients"
+    );
+    drop(a);
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(c.next().is_some(), "served once a slot freed");
+    assert_eq!(server.client_count(), 2);
+}
