@@ -12,7 +12,7 @@ use crate::wire::{Frame, FrameError, FrameReader};
 
 /// Most bytes read from a socket at once; unprocessed bytes wait here while the client is at
 /// its request limit, so this also bounds a client's receive memory.
-const READ_CHUNK: usize = 64 * 1024;
+pub const READ_CHUNK: usize = 64 * 1024;
 
 /// A message to write; `tracked` replies release one request slot when fully written.
 pub struct Outgoing {
@@ -128,14 +128,22 @@ impl ClientState {
         !self.unparsed.is_empty()
     }
 
-    /// Reads what the socket has (non-blocking) and parses it.
-    pub fn read_from(&mut self, mut stream: &UnixStream, limit: usize) -> ReadOutcome {
-        if self.unparsed.len() < READ_CHUNK {
-            let mut buf = vec![0u8; READ_CHUNK - self.unparsed.len()];
-            match stream.read(&mut buf) {
+    /// Reads what the socket has (non-blocking) into `scratch`, the event loop's reusable
+    /// buffer, and parses it.
+    pub fn read_from(
+        &mut self,
+        mut stream: &UnixStream,
+        limit: usize,
+        scratch: &mut [u8],
+    ) -> ReadOutcome {
+        let room = READ_CHUNK
+            .saturating_sub(self.unparsed.len())
+            .min(scratch.len());
+        if room > 0 {
+            match stream.read(&mut scratch[..room]) {
                 Ok(0) => return ReadOutcome::Closed("end of file".into()),
                 Ok(n) => {
-                    self.unparsed.extend_from_slice(&buf[..n]);
+                    self.unparsed.extend_from_slice(&scratch[..n]);
                     self.last_heard = Instant::now();
                     self.pings_unanswered = 0;
                 }

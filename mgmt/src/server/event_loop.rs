@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 
-use super::client::{Client, ClientState, ReadOutcome};
+use super::client::{Client, ClientState, ReadOutcome, READ_CHUNK};
 use super::Shared;
 use crate::protocol::{error_code, error_domain};
 use crate::protocol::{
@@ -31,6 +31,8 @@ struct LoopSubscriber {
     listeners: Vec<(UnixListener, bool)>,
     listening: bool,
     next_client_id: u32,
+    /// Every socket read lands here first (one buffer for all clients, loop thread only).
+    scratch: Vec<u8>,
 }
 
 pub(crate) fn spawn(
@@ -43,18 +45,19 @@ pub(crate) fn spawn(
         listeners,
         listening: true,
         next_client_id: FIRST_CLIENT,
+        scratch: vec![0; READ_CHUNK],
     };
     manager.add_subscriber(subscriber);
     std::thread::Builder::new()
         .name("mgmt-loop".into())
-        .spawn(move || loop {
-            if shared.lock().quit {
-                break;
+        .spawn(move || {
+            super::lower_thread_priority();
+            while !shared.lock().quit {
+                if let Err(e) = manager.run_with_timeout(TICK.as_millis() as i32) {
+                    log::error!("management event loop: {e:?}");
+                }
+                keepalive_tick(&shared);
             }
-            if let Err(e) = manager.run_with_timeout(TICK.as_millis() as i32) {
-                log::error!("management event loop: {e:?}");
-            }
-            keepalive_tick(&shared);
         })
         .map_err(|e| format!("cannot start the management loop thread: {e}"))
 }
@@ -66,30 +69,28 @@ fn keepalive_tick(shared: &Shared) {
         return;
     }
     let clients: Vec<Arc<Client>> = shared.lock().clients.values().cloned().collect();
-    let mut woke = false;
     for client in clients {
-        let mut c = client.lock();
-        if !c.keepalive || c.closed {
-            continue;
+        {
+            let mut c = client.lock();
+            if !c.keepalive || c.closed {
+                continue;
+            }
+            let silent = c.last_heard.elapsed().as_secs();
+            if silent < interval * u64::from(c.pings_unanswered + 1) {
+                continue;
+            }
+            if c.pings_unanswered >= shared.config.keepalive_count {
+                log::info!(
+                    "management client {} stopped answering keepalive pings",
+                    client.id
+                );
+                c.closed = true;
+            } else {
+                c.pings_unanswered += 1;
+                c.push(keepalive_message(KEEPALIVE_PING), false);
+            }
         }
-        let silent = c.last_heard.elapsed().as_secs();
-        if silent < interval * u64::from(c.pings_unanswered + 1) {
-            continue;
-        }
-        if c.pings_unanswered >= shared.config.keepalive_count {
-            log::info!(
-                "management client {} stopped answering keepalive pings",
-                client.id
-            );
-            c.closed = true;
-        } else {
-            c.pings_unanswered += 1;
-            c.push(keepalive_message(KEEPALIVE_PING), false);
-        }
-        woke = true;
-    }
-    if woke {
-        shared.wake_loop();
+        shared.flush(&client);
     }
 }
 
@@ -224,7 +225,7 @@ impl LoopSubscriber {
                 || set.contains(EventSet::HANG_UP)
                 || set.contains(EventSet::ERROR)
             {
-                match c.read_from(&client.stream, limit) {
+                match c.read_from(&client.stream, limit, &mut self.scratch) {
                     ReadOutcome::Frames(frames) => {
                         jobs.extend(frames.into_iter().filter_map(|f| triage(&mut c, f)));
                         if drain_input(&mut c, limit, &mut jobs).is_err() {
@@ -289,11 +290,25 @@ impl LoopSubscriber {
         }
     }
 
-    /// Another thread queued output or closed clients: bring every client's interest up to date.
+    /// Other threads changed some clients (output left over, reading to resume, closed):
+    /// parse what they have buffered and bring their interest up to date.
     fn refresh(&mut self, ops: &mut EventOps) {
         let _ = self.shared.wakeup.read();
-        let clients: Vec<Arc<Client>> = self.shared.lock().clients.values().cloned().collect();
-        for client in clients {
+        let limit = self.shared.config.max_client_requests;
+        for id in self.shared.take_dirty() {
+            let Some(client) = self.shared.lock().clients.get(&id).cloned() else {
+                continue;
+            };
+            let mut jobs = Vec::new();
+            {
+                let mut c = client.lock();
+                if !c.closed && drain_input(&mut c, limit, &mut jobs).is_err() {
+                    c.closed = true;
+                }
+            }
+            for frame in jobs {
+                self.shared.queue_job(client.clone(), frame);
+            }
             self.update(&client, ops);
         }
     }

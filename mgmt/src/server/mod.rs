@@ -9,7 +9,7 @@
 //! 2. Once a client lock is held, the server lock may be dropped; never take the server lock
 //!    while holding a client lock.
 //! 3. The event loop keeps its own state on its thread; other threads reach it only through
-//!    its wakeup eventfd, and need no lock of theirs for that.
+//!    its wakeup eventfd and the `dirty` list, a leaf lock taken with no other lock held.
 //! 4. No lock is held while a handler runs; a worker keeps its client alive with an `Arc`.
 
 mod client;
@@ -94,10 +94,16 @@ pub(crate) struct Shared {
     config: ServerConfig,
     hypervisor: Arc<dyn Hypervisor>,
     state: Mutex<ServerState>,
-    /// Signalled when a job is queued (libvirt's `job` condition).
+    /// Signalled when a job is queued (libvirt's `job` condition); priority workers wait on
+    /// their own so that a wakeup is never spent on a worker that cannot take the job.
     job: Condvar,
-    /// Wakes the event loop: tx grew, a client must be dropped, or the server stops.
+    prio_job: Condvar,
+    /// Wakes the event loop: a client's interest must change, it must be dropped, or the
+    /// server stops.
     wakeup: EventFd,
+    /// Clients the event loop must look at when woken. A leaf lock: nothing else is taken
+    /// while it is held.
+    dirty: Mutex<Vec<u64>>,
     worker_threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -108,6 +114,36 @@ impl Shared {
 
     fn wake_loop(&self) {
         let _ = self.wakeup.write(1);
+    }
+
+    /// Writes what `client` has queued as far as its socket takes it, from the calling thread
+    /// (a worker, or whoever emits an event), as libvirtd's workers do. The event loop is
+    /// woken only when the client's interest must change (output left over, reading to
+    /// resume) or the client must go.
+    fn flush(&self, client: &Arc<Client>) {
+        let needs_loop = {
+            let mut c = client.lock();
+            if !c.closed && !c.tx.is_empty() && c.write_to(&client.stream).is_err() {
+                c.closed = true;
+            }
+            let want = (
+                c.nrequests < self.config.max_client_requests,
+                !c.tx.is_empty(),
+            );
+            c.closed || want != c.interest
+        };
+        if needs_loop {
+            self.dirty
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(client.id);
+            self.wake_loop();
+        }
+    }
+
+    /// The clients marked dirty since the last call.
+    fn take_dirty(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub(crate) fn hypervisor(&self) -> &dyn Hypervisor {
@@ -132,34 +168,42 @@ impl Shared {
         } else {
             drop(state);
         }
-        self.job.notify_all();
+        if priority {
+            self.prio_job.notify_one();
+        }
+        self.job.notify_one();
     }
 
     /// Sends an event message to every client with a matching registration.
     fn broadcast(&self, event_id: i32, domain: &DomainRef, build: impl Fn(i32) -> Vec<u8>) {
         let clients: Vec<Arc<Client>> = self.lock().clients.values().cloned().collect();
         for client in clients {
-            let mut c = client.lock();
-            let ids: Vec<i32> = c
-                .callbacks
-                .iter()
-                .filter(|cb| {
-                    cb.event_id == event_id && cb.domain_uuid.is_none_or(|u| u == domain.uuid)
-                })
-                .map(|cb| cb.id)
-                .collect();
-            for id in ids {
-                c.push(build(id), false);
+            {
+                let mut c = client.lock();
+                let ids: Vec<i32> = c
+                    .callbacks
+                    .iter()
+                    .filter(|cb| {
+                        cb.event_id == event_id && cb.domain_uuid.is_none_or(|u| u == domain.uuid)
+                    })
+                    .map(|cb| cb.id)
+                    .collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                for id in ids {
+                    c.push(build(id), false);
+                }
+                if c.tx_bytes > self.config.max_client_backlog {
+                    log::warn!(
+                        "management client {} is not reading; dropping it",
+                        client.id
+                    );
+                    c.closed = true;
+                }
             }
-            if c.tx_bytes > self.config.max_client_backlog {
-                log::warn!(
-                    "management client {} is not reading; dropping it",
-                    client.id
-                );
-                c.closed = true;
-            }
+            self.flush(&client);
         }
-        self.wake_loop();
     }
 }
 
@@ -215,7 +259,9 @@ impl Server {
                 quit: false,
             }),
             job: Condvar::new(),
+            prio_job: Condvar::new(),
             wakeup,
+            dirty: Mutex::new(Vec::new()),
             worker_threads: Mutex::new(Vec::new()),
         });
         for _ in 0..config.min_workers {
@@ -262,6 +308,19 @@ impl Server {
     }
 }
 
+/// Management threads run at a lower priority than the vCPUs: under load, answering clients
+/// must not take CPU time from the guest.
+const MANAGEMENT_NICE: libc::c_int = 10;
+
+pub(crate) fn lower_thread_priority() {
+    // SAFETY: gettid has no preconditions; setpriority on our own thread id changes only this
+    // thread's nice value.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, MANAGEMENT_NICE);
+    }
+}
+
 /// An async event message: type MESSAGE, serial 1 (as libvirtd sends).
 fn event_frame(proc_number: i32) -> XdrWriter {
     wire::start_frame(&Header {
@@ -278,6 +337,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.shared.lock().quit = true;
         self.shared.job.notify_all();
+        self.shared.prio_job.notify_all();
         self.shared.wake_loop();
         if let Some(handle) = self.event_loop.take() {
             let _ = handle.join();

@@ -50,7 +50,12 @@ fn next_job(shared: &Shared, priority: bool) -> Option<Job> {
                 break Some(job);
             }
         }
-        state = shared.job.wait(state).unwrap_or_else(|p| p.into_inner());
+        let condition = if priority {
+            &shared.prio_job
+        } else {
+            &shared.job
+        };
+        state = condition.wait(state).unwrap_or_else(|p| p.into_inner());
     };
     if !priority {
         state.idle_workers -= 1;
@@ -59,9 +64,10 @@ fn next_job(shared: &Shared, priority: bool) -> Option<Job> {
 }
 
 fn run(shared: &Arc<Shared>, priority: bool) {
+    super::lower_thread_priority();
     while let Some(job) = next_job(shared, priority) {
         let reply = dispatch::dispatch(shared, &job.client, &job.frame);
         job.client.lock().push(reply, true);
-        shared.wake_loop();
+        shared.flush(&job.client);
     }
 }
