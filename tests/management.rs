@@ -162,6 +162,20 @@ fn virsh_queries() {
         String::from_utf8_lossy(&parsed.stdout).trim(),
         format!("{NAME} {UUID} 65536 1 quiet test=ticker ticker.count=1000000")
     );
+    // Whatever URI name the client sends: qemu:///system, qemu:///session, or our own scheme.
+    for uri in ["qemu+unix:///session", "vmm+unix:///system"] {
+        let out = Command::new("virsh")
+            .arg("-c")
+            .arg(format!("{uri}?socket={}", vm.socket.display()))
+            .args(["domstate", NAME])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "running",
+            "{uri}"
+        );
+    }
     assert!(vm.virsh(&["nodeinfo"]).contains("CPU(s):"));
     assert!(!vm.virsh(&["hostname"]).trim().is_empty());
     let (ok, _, err) = vm.virsh_on(&vm.socket, &["dominfo", "nosuchdomain"]);
@@ -445,6 +459,15 @@ fn malformed_input_never_hurts_the_server_or_the_guest() {
     }
     let vm = Managed::start("malformed");
     let sock = vm.socket.clone();
+    // After each kind of abuse: a fresh virsh is served and the guest still runs.
+    let still_fine = |what: &str| {
+        let (ok, out, err) = vm.virsh_on(&vm.socket, &["domstate", NAME]);
+        assert!(
+            ok && out.trim() == "running",
+            "after {what}: fresh virsh failed: {err}"
+        );
+        vm.assert_guest_runs();
+    };
 
     // Bad lengths close that connection only.
     for len in [0u32, 3, 27, 33_554_437, u32::MAX] {
@@ -453,10 +476,12 @@ fn malformed_input_never_hurts_the_server_or_the_guest() {
             "length {len}"
         );
     }
+    still_fine("bad lengths");
     assert!(closed_without_reply(
         &sock,
         b"GET / HTTP/1.1\r\n\r\n garbage garbage garbage"
     ));
+    still_fine("garbage");
 
     // Unknown program, version and procedure: an error reply, as libvirtd gives.
     let (status, payload) = exchange(&sock, &frame(0x1234, 1, 1, 0, 1, 0, &[])).unwrap();
@@ -471,6 +496,7 @@ fn malformed_input_never_hurts_the_server_or_the_guest() {
     assert_eq!(error_message(&payload), "unknown procedure: 9999");
     let (_, payload) = exchange(&sock, &frame(REMOTE, 1, -5, 0, 1, 0, &[])).unwrap();
     assert_eq!(error_message(&payload), "unknown procedure: -5");
+    still_fine("unknown program, version and procedures");
     // A call before CONNECT_OPEN, a call with a bad status, a truncated body.
     let (_, payload) = exchange(&sock, &frame(REMOTE, 1, 3, 0, 1, 0, &[])).unwrap();
     assert!(error_message(&payload).contains("connection not open"));
@@ -490,6 +516,7 @@ fn malformed_input_never_hurts_the_server_or_the_guest() {
         }
     }
     assert!(String::from_utf8_lossy(&replies[..got]).contains("Unable to decode message payload"));
+    still_fine("early calls, bad status, truncated body");
     // Wrong message types are ignored; the connection stays usable afterwards.
     let mut ignored = frame(REMOTE, 1, 66, 1, 1, 0, &[]); // a REPLY from a client
     ignored.extend(frame(REMOTE, 1, 66, 7, 2, 0, &[])); // an undefined type
@@ -505,6 +532,7 @@ fn malformed_input_never_hurts_the_server_or_the_guest() {
     let mut pong = [0u8; 28];
     s.read_exact(&mut pong).unwrap();
     assert_eq!(&pong[12..16], &[0, 0, 0, 2]);
+    still_fine("wrong message types and keepalive");
 
     // Half a frame, then silence: that client waits, nobody else does.
     let mut stalled = UnixStream::connect(&sock).unwrap();
@@ -519,11 +547,6 @@ fn malformed_input_never_hurts_the_server_or_the_guest() {
         .collect();
     let _ = greedy.write(&flood);
 
-    let (ok, out, err) = vm.virsh_on(&vm.socket, &["domstate", NAME]);
-    assert!(
-        ok && out.trim() == "running",
-        "fresh virsh after the abuse: {err}"
-    );
-    vm.assert_guest_runs();
+    still_fine("a stalled half frame and a client that never reads");
     drop((stalled, greedy));
 }
