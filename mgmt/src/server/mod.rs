@@ -215,15 +215,27 @@ pub struct Server {
 }
 
 fn bind(path: &PathBuf, mode: u32) -> std::io::Result<UnixListener> {
-    // A stale socket file from an earlier run would make bind fail: remove it, but only if it
-    // is a socket.
+    // A socket file left by an earlier run would make bind fail: remove it, but only if it is
+    // a socket nobody listens on (never take a live server's path).
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
         if meta.file_type().is_socket() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "a server is already listening there",
+                ));
+            }
             std::fs::remove_file(path)?;
         }
     }
-    let listener = UnixListener::bind(path)?;
+    // Create the socket file with its final permissions: no moment with the default ones.
+    // SAFETY: umask only changes this process's file-creation mask; it is restored at once.
+    let old_mask = unsafe { libc::umask(!mode & 0o777) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old_mask) };
+    let listener = bound?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     listener.set_nonblocking(true)?;
     Ok(listener)

@@ -367,3 +367,27 @@ fn max_clients_stops_accepting_until_one_leaves() {
     assert!(c.next().is_some(), "served once a slot freed");
     assert_eq!(server.client_count(), 2);
 }
+
+#[test]
+fn a_live_socket_is_not_taken_over_but_a_stale_one_is() {
+    let (server, _vm, path) = start("takeover", |_| {});
+    let second = Server::start(
+        ServerConfig {
+            socket: path.clone(),
+            ..ServerConfig::default()
+        },
+        Arc::new(FakeVm {
+            suspends: AtomicUsize::new(0),
+        }),
+    );
+    assert!(second
+        .err()
+        .is_some_and(|e| e.contains("already listening")));
+    drop(server); // removes the socket file
+                  // A stale socket file (nobody listening) is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let (_again, _vm, _) = start("takeover", |_| {});
+    let mode = std::fs::metadata(&path)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+    assert_eq!(mode.unwrap(), 0o600);
+}
