@@ -1,0 +1,75 @@
+//! virtio devices over the virtio-mmio transport (virtio 1.x, "modern" register layout).
+//!
+//! A device implements `VirtioDevice` (what it is, what it offers, how it processes a queue);
+//! `MmioTransport` gives it the registers, the feature handshake, the queues and the
+//! interrupt. Like Firecracker's layout, each device is one file.
+
+mod mmio;
+mod rng;
+
+pub use mmio::MmioTransport;
+pub use rng::Rng;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+
+/// Device types (virtio 1.2, 5).
+pub const TYPE_NET: u32 = 1;
+pub const TYPE_BLOCK: u32 = 2;
+pub const TYPE_RNG: u32 = 4;
+
+/// Feature bits common to all devices.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// Device status bits (virtio 1.2, 2.1).
+pub const STATUS_ACKNOWLEDGE: u32 = 1;
+pub const STATUS_DRIVER: u32 = 2;
+pub const STATUS_DRIVER_OK: u32 = 4;
+pub const STATUS_FEATURES_OK: u32 = 8;
+pub const STATUS_DEVICE_NEEDS_RESET: u32 = 64;
+pub const STATUS_FAILED: u32 = 128;
+
+/// Interrupt status bits (virtio-mmio InterruptStatus).
+pub const INTERRUPT_USED_RING: u32 = 1;
+pub const INTERRUPT_CONFIG_CHANGE: u32 = 2;
+
+/// Size of one device's MMIO window.
+pub const MMIO_WINDOW_SIZE: u64 = 0x1000;
+
+/// Something the guest did that the device cannot go on with: the transport marks the device
+/// as needing a reset (DEVICE_NEEDS_RESET) and logs it once.
+#[derive(Debug, PartialEq, Eq)]
+pub struct GuestError(pub String);
+
+impl std::fmt::Display for GuestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A virtio device behind a transport.
+pub trait VirtioDevice: Send {
+    fn device_type(&self) -> u32;
+    /// Features offered (VIRTIO_F_VERSION_1 included).
+    fn features(&self) -> u64;
+    /// One entry per queue: its maximum size.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Reads device configuration space at `offset`.
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        let _ = offset;
+    }
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// The driver finished the handshake with these features.
+    fn activate(&mut self, _acked_features: u64) {}
+    /// Handles what the driver made available on queue `index`. Returns true if buffers were
+    /// returned to the used ring (the driver should be interrupted).
+    fn process_queue(
+        &mut self,
+        index: usize,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+    ) -> Result<bool, GuestError>;
+    /// Back to the power-on state (the transport resets the queues).
+    fn reset(&mut self) {}
+}
