@@ -45,6 +45,9 @@ pub struct RunArgs {
     /// Boot entry: auto (PVH when the ELF has a PVH note), pvh or linux64.
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = config::parse_boot_mode)]
     pub boot: BootMode,
+    /// Add a virtio-rng device (entropy from the host's getrandom).
+    #[arg(long)]
+    pub rng: bool,
     /// Domain name shown to management clients.
     #[arg(long, value_name = "NAME", default_value = "vmm", value_parser = config::parse_name)]
     pub name: String,
@@ -118,6 +121,7 @@ impl RunArgs {
             serial: self.serial.clone(),
             no_reboot: self.no_reboot,
             boot: self.boot,
+            rng: self.rng,
         })
     }
 }

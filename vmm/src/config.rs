@@ -49,6 +49,8 @@ pub struct VmConfig {
     pub serial: SerialConfig,
     pub no_reboot: bool,
     pub boot: BootMode,
+    /// A virtio-rng device fed from the host's getrandom.
+    pub rng: bool,
 }
 
 impl Default for VmConfig {
@@ -64,6 +66,7 @@ impl Default for VmConfig {
             serial: SerialConfig::Stdio,
             no_reboot: false,
             boot: BootMode::Auto,
+            rng: false,
         }
     }
 }

@@ -19,4 +19,5 @@ pub mod machine;
 pub mod main_loop;
 pub mod management;
 pub mod vcpu;
+pub mod virtio_devices;
 pub mod vm;

@@ -7,13 +7,15 @@ use std::sync::{Arc, Mutex};
 
 use devices::bus::Bus;
 use devices::legacy::{self, DebugExit, Ioapic, Serial, I8042};
+use devices::virtio::Rng;
 use kvm_ioctls::VcpuFd;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::x86_64::cpuid::filter_cpuid;
 use crate::config::VmConfig;
-use crate::main_loop::{self, Requests, ShutdownCause};
+use crate::main_loop::{self, AioContext, Requests, ShutdownCause};
 use crate::vcpu::{VcpuContext, VcpuGroup};
+use crate::virtio_devices::{self, VirtioSlot};
 use crate::vm::{GsiRouter, Vm};
 use crate::{loader, vm};
 
@@ -49,6 +51,7 @@ pub struct Machine {
     /// Written when the guest has read all queued console input.
     serial_input_drained: EventFd,
     ioapic: Arc<Mutex<Ioapic>>,
+    virtio: Vec<VirtioSlot>,
     vm: Vm,
 }
 
@@ -97,6 +100,23 @@ impl Machine {
         mmio.insert(ioapic.clone(), legacy::IOAPIC_BASE, legacy::IOAPIC_SIZE)
             .map_err(|e| dev(&e))?;
 
+        let mut virtio = Vec::new();
+        if config.rng {
+            let slot = virtio_devices::attach(&vm, &mut mmio, virtio.len(), Box::new(Rng::new()))
+                .map_err(Error::Device)?;
+            virtio.push(slot);
+        }
+        // Kernels built with VIRTIO_MMIO_CMDLINE_DEVICES find the devices on the command line.
+        let mut config = config.clone();
+        let words = virtio_devices::cmdline_words(&virtio);
+        if !words.is_empty() {
+            config.cmdline = [config.cmdline.as_str(), words.as_str()]
+                .join(" ")
+                .trim()
+                .to_string();
+        }
+        let config = &config;
+
         let entry = loader::load_boot_images(vm.memory(), config).map_err(Error::Load)?;
         let vcpu_fds = create_vcpus(&vm, config.cpus)?;
         let ctx = VcpuContext {
@@ -112,6 +132,7 @@ impl Machine {
             serial,
             serial_input_drained: input_drained,
             ioapic,
+            virtio,
             vm,
         })
     }
@@ -122,6 +143,11 @@ impl Machine {
 
     pub fn serial_input_drained(&self) -> &EventFd {
         &self.serial_input_drained
+    }
+
+    /// Lets the main loop process the virtio devices' queue notifications.
+    pub fn watch_virtio(&self, aio: &AioContext) -> Result<(), String> {
+        virtio_devices::watch_notifications(aio, &self.virtio)
     }
 
     pub fn vm(&self) -> &Vm {

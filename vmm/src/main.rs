@@ -47,6 +47,9 @@ fn run(args: &RunArgs) -> u8 {
         Ok(m) => m,
         Err(e) => return fail(&e.to_string()),
     };
+    if let Err(e) = machine.watch_virtio(main_loop.aio()) {
+        return fail(&e);
+    }
     // Kept alive until the VMM exits; dropping it removes the sockets.
     let _management = match args.management() {
         Some(server_config) => match start_management(&mut main_loop, &config, server_config) {

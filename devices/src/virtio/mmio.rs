@@ -140,7 +140,8 @@ impl MmioTransport {
         }
     }
 
-    fn reset(&mut self) {
+    /// Device reset: what writing 0 to Status does, and what a machine reset does.
+    pub fn reset(&mut self) {
         self.device.reset();
         for q in &mut self.queues {
             q.reset();

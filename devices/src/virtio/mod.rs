@@ -7,7 +7,7 @@
 mod mmio;
 mod rng;
 
-pub use mmio::MmioTransport;
+pub use mmio::{MmioTransport, REG_QUEUE_NOTIFY};
 pub use rng::Rng;
 
 use virtio_queue::Queue;

@@ -4,6 +4,7 @@ use core::fmt::Write;
 
 use crate::boot::BootInfo;
 use crate::io::{self, Console, COM1};
+use crate::virtio::{self, Segment};
 use crate::{cpu, mptable};
 
 /// Survives a reset (the VMM keeps RAM, like QEMU): lets `reset` know it already rebooted.
@@ -29,6 +30,8 @@ pub fn run(boot: &BootInfo, name: &str, t: &mut Tally) {
         "reset" => reset(t),
         "pio-bench" => pio_bench(boot, t),
         "ticker" => ticker(boot, t),
+        "rng" => rng(boot, t),
+        "virtio" => virtio(boot, t),
         _ => report(t, name, false, format_args!("unknown test")),
     }
 }
@@ -112,4 +115,43 @@ fn ticker(boot: &BootInfo, t: &mut Tally) {
         let _ = writeln!(Console, "TICK {k}");
     }
     report(t, "ticker", true, format_args!("ticks={count}"));
+}
+
+fn rng(boot: &BootInfo, t: &mut Tally) {
+    let Some(dev) = virtio::devices(boot).find(|d| d.device_id == virtio::TYPE_RNG) else {
+        report(t, "rng", false, format_args!("no virtio-rng device"));
+        return;
+    };
+    if let Err(why) = virtio::bring_up(&dev) {
+        report(t, "rng", false, format_args!("{why}"));
+        return;
+    }
+    let buf = virtio::buffer();
+    // SAFETY: the driver's buffer page.
+    unsafe { core::ptr::write_bytes(buf as *mut u8, 0, 64) };
+    match virtio::request(&dev, &[Segment { addr: buf, len: 64, device_writes: true }], 0) {
+        Ok(len) => {
+            // SAFETY: as above; the device wrote it.
+            let bytes = unsafe { core::slice::from_raw_parts(buf as *const u8, 64) };
+            let varied = bytes.iter().any(|b| *b != bytes[0]);
+            let irq = virtio::take_interrupt_status(&dev) & 1 != 0;
+            report(t, "rng", len == 64 && varied && irq, format_args!("len={len} varied={varied} interrupt_status={irq} irq={}", dev.irq));
+        }
+        Err(why) => report(t, "rng", false, format_args!("{why}")),
+    }
+}
+
+/// Every check that applies to the virtio devices present.
+fn virtio(boot: &BootInfo, t: &mut Tally) {
+    let mut any = false;
+    for dev in virtio::devices(boot) {
+        any = true;
+        match dev.device_id {
+            virtio::TYPE_RNG => rng(boot, t),
+            other => report(t, "virtio", false, format_args!("device type {other} has no check")),
+        }
+    }
+    if !any {
+        report(t, "virtio", false, format_args!("no virtio devices on the command line"));
+    }
 }

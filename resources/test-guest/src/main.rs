@@ -14,6 +14,7 @@ mod entry;
 mod io;
 mod mptable;
 mod prompt;
+mod virtio;
 
 use core::fmt::Write;
 

@@ -1,0 +1,108 @@
+//! Puts virtio-mmio devices on the machine: an MMIO window each, an interrupt line (an
+//! IOAPIC pin behind a KVM irqfd), one KVM ioeventfd per queue on QueueNotify (so a guest's
+//! notification wakes the main loop without an exit to the vCPU thread), and the
+//! `virtio_mmio.device=` command-line words kernels built with that option read.
+
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+
+use devices::bus::Bus;
+use devices::virtio::{MmioTransport, VirtioDevice, MMIO_WINDOW_SIZE, REG_QUEUE_NOTIFY};
+use kvm_ioctls::IoEventAddress;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::main_loop::AioContext;
+use crate::vm::Vm;
+
+/// First device window (inside the MMIO gap below 4 GiB) and first interrupt line.
+pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+pub const VIRTIO_FIRST_GSI: u32 = 5;
+/// IOAPIC pins 5..=23 are free for virtio devices.
+pub const VIRTIO_MAX_DEVICES: usize = 19;
+
+/// One device on the machine.
+pub struct VirtioSlot {
+    pub transport: Arc<Mutex<MmioTransport>>,
+    pub base: u64,
+    pub gsi: u32,
+    /// (queue index, eventfd KVM signals when the guest notifies that queue)
+    notifiers: Vec<(u32, EventFd)>,
+}
+
+/// Attaches `device` as the `index`-th virtio device.
+pub fn attach(
+    vm: &Vm,
+    mmio: &mut Bus,
+    index: usize,
+    device: Box<dyn VirtioDevice>,
+) -> Result<VirtioSlot, String> {
+    if index >= VIRTIO_MAX_DEVICES {
+        return Err(format!("at most {VIRTIO_MAX_DEVICES} virtio devices"));
+    }
+    let base = VIRTIO_MMIO_BASE + index as u64 * MMIO_WINDOW_SIZE;
+    let gsi = VIRTIO_FIRST_GSI + index as u32;
+    let irq = EventFd::new(EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
+    vm.register_irqfd(&irq, gsi).map_err(|e| e.to_string())?;
+    let transport = MmioTransport::new(device, vm.memory().clone(), irq);
+    let mut notifiers = Vec::new();
+    for queue in 0..transport.queue_count() as u32 {
+        let event = EventFd::new(EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
+        vm.fd()
+            .register_ioevent(
+                &event,
+                &IoEventAddress::Mmio(base + REG_QUEUE_NOTIFY),
+                queue,
+            )
+            .map_err(|e| format!("KVM_IOEVENTFD: {e}"))?;
+        notifiers.push((queue, event));
+    }
+    let transport = Arc::new(Mutex::new(transport));
+    mmio.insert(transport.clone(), base, MMIO_WINDOW_SIZE)
+        .map_err(|e| e.to_string())?;
+    Ok(VirtioSlot {
+        transport,
+        base,
+        gsi,
+        notifiers,
+    })
+}
+
+/// The kernel command-line words announcing `slots` (virtio_mmio.device=SIZE@ADDR:IRQ).
+pub fn cmdline_words(slots: &[VirtioSlot]) -> String {
+    slots
+        .iter()
+        .map(|s| {
+            format!(
+                "virtio_mmio.device={}K@{:#x}:{}",
+                MMIO_WINDOW_SIZE >> 10,
+                s.base,
+                s.gsi
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Processes queue notifications on the main loop, as QEMU's ioeventfd handlers do.
+pub fn watch_notifications(aio: &AioContext, slots: &[VirtioSlot]) -> Result<(), String> {
+    for slot in slots {
+        for (queue, event) in &slot.notifiers {
+            let event = event.try_clone().map_err(|e| format!("eventfd: {e}"))?;
+            let fd = event.as_raw_fd();
+            let transport = slot.transport.clone();
+            let queue = *queue;
+            aio.set_fd_handler(
+                fd,
+                Some(Box::new(move || {
+                    let _ = event.read();
+                    transport
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .notify(queue);
+                })),
+                None,
+            );
+        }
+    }
+    Ok(())
+}
