@@ -140,6 +140,25 @@ impl MmioTransport {
         }
     }
 
+    /// Puts requests the device finished asynchronously on their used rings and interrupts the
+    /// driver (called on the main loop from the device's completion bottom half).
+    pub fn complete_pending(&mut self) {
+        let mut used_any = false;
+        for (index, head, len) in self.device.take_completions() {
+            // Completions from before a reset belong to queues that no longer exist.
+            let Some(queue) = self.queues.get_mut(index).filter(|q| q.ready()) else {
+                continue;
+            };
+            match queue.add_used(&self.mem, head, len) {
+                Ok(()) => used_any = true,
+                Err(e) => self.needs_reset(&format!("used ring: {e:?}")),
+            }
+        }
+        if used_any && self.is_driver_ok() {
+            self.raise(INTERRUPT_USED_RING);
+        }
+    }
+
     /// Device reset: what writing 0 to Status does, and what a machine reset does.
     pub fn reset(&mut self) {
         self.device.reset();

@@ -4,9 +4,11 @@
 //! `MmioTransport` gives it the registers, the feature handshake, the queues and the
 //! interrupt. Like Firecracker's layout, each device is one file.
 
+mod block;
 mod mmio;
 mod rng;
 
+pub use block::{Block, BlockConfig};
 pub use mmio::{MmioTransport, REG_QUEUE_NOTIFY};
 pub use rng::Rng;
 
@@ -70,6 +72,12 @@ pub trait VirtioDevice: Send {
         queue: &mut Queue,
         mem: &GuestMemoryMmap,
     ) -> Result<bool, GuestError>;
+    /// Requests finished off the main loop since the last call: (queue, head, bytes written).
+    /// Devices that complete asynchronously return them here; the transport puts them on the
+    /// used ring when told to (`MmioTransport::complete_pending`).
+    fn take_completions(&mut self) -> Vec<(usize, u16, u32)> {
+        Vec::new()
+    }
     /// Back to the power-on state (the transport resets the queues).
     fn reset(&mut self) {}
 }
