@@ -55,6 +55,8 @@ struct Request {
 }
 
 type Completions = Arc<Mutex<Vec<(u64, usize, u16, u32)>>>;
+/// One descriptor as the parser sees it: guest address, length, device-writable.
+type Segment = (GuestAddress, u32, bool);
 
 pub struct Block {
     capacity_sectors: u64,
@@ -119,7 +121,7 @@ impl Block {
         &self,
         queue: usize,
         head: u16,
-        descs: &[(GuestAddress, u32, bool)],
+        descs: &[Segment],
         mem: &GuestMemoryMmap,
     ) -> Result<Request, GuestError> {
         let bad = |why: &str| GuestError(format!("virtio-blk: {why}"));
@@ -290,7 +292,7 @@ impl VirtioDevice for Block {
         queue: &mut Queue,
         mem: &GuestMemoryMmap,
     ) -> Result<bool, GuestError> {
-        let chains: Vec<(u16, Vec<(GuestAddress, u32, bool)>)> = queue
+        let chains: Vec<(u16, Vec<Segment>)> = queue
             .iter(mem)
             .map_err(|e| GuestError(format!("virtio-blk: avail ring: {e:?}")))?
             .map(|chain| {
