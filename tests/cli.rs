@@ -92,3 +92,18 @@ fn cpu_and_serial_values() {
 fn unknown_flag() {
     assert_clear_error(&["run", "--bogus"], 2, "--bogus");
 }
+
+#[test]
+fn disk_values() {
+    assert_clear_error(
+        &["run", "--disk", "path=/nonexistent/disk.img"],
+        1,
+        "vmm: --disk path=/nonexistent/disk.img: No such file or directory",
+    );
+    assert_clear_error(
+        &["run", "--disk", "readonly=on"],
+        2,
+        "path=FILE is required",
+    );
+    assert_clear_error(&["run", "--disk", "path=/tmp,bogus=1"], 2, "--disk");
+}

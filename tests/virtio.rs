@@ -43,3 +43,94 @@ fn without_the_device_the_check_fails() {
     assert_eq!(r.status.code(), Some(1));
     r.assert_console_has(&["TEST rng FAIL no virtio-rng device"]);
 }
+
+/// A disk image with `VMM-DISK<id>` at sector 0.
+fn disk_image(dir: &common::TempDir, name: &str, id: &str) -> std::path::PathBuf {
+    let path = dir.path(name);
+    let mut bytes = vec![0u8; 1 << 20];
+    let label = format!("VMM-DISK{id}");
+    bytes[..label.len()].copy_from_slice(label.as_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// The pattern the guest's blk-write check writes to sector 1, from the stamp it prints.
+fn expected_sector(stamp: u64) -> Vec<u8> {
+    (0..512)
+        .map(|i| (stamp >> ((i % 8) * 8)) as u8 ^ i as u8)
+        .collect()
+}
+
+fn stamp_in(console: &str) -> u64 {
+    let word = console
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("stamp=0x"))
+        .expect("blk-write prints its stamp");
+    u64::from_str_radix(word, 16).unwrap()
+}
+
+#[test]
+fn guest_uses_writable_and_read_only_disks() {
+    if !kvm_available("guest_uses_writable_and_read_only_disks") {
+        return;
+    }
+    let dir = common::TempDir::new("disks");
+    let rw = disk_image(&dir, "rw.img", "disk0");
+    let ro = disk_image(&dir, "ro.img", "ro1");
+    let ro_before = std::fs::read(&ro).unwrap();
+    let rw_arg = format!("path={},id=disk0", rw.display());
+    let ro_arg = format!("path={},readonly=on,id=ro1", ro.display());
+    let r = run_to_end(
+        "disks",
+        &[
+            "--disk",
+            &rw_arg,
+            "--disk",
+            &ro_arg,
+            "--cmdline",
+            "end=exit test=blk,blk-write,blk-ro",
+        ],
+    );
+    r.assert_success();
+    r.assert_console_has(&[
+        "TEST blk PASS id=disk0",
+        "TEST blk-write PASS",
+        "TEST blk-ro PASS",
+        "RESULT PASS pass=3 fail=0",
+    ]);
+    let on_disk = std::fs::read(&rw).unwrap();
+    assert_eq!(
+        &on_disk[512..1024],
+        &expected_sector(stamp_in(&r.serial))[..],
+        "the guest's write reached the file"
+    );
+    assert_eq!(
+        std::fs::read(&ro).unwrap(),
+        ro_before,
+        "the read-only image is untouched"
+    );
+}
+
+/// The guest writes and flushes, then the VMM is killed outright: the file has the data.
+#[test]
+fn flushed_data_survives_sigkill() {
+    if !kvm_available("flushed_data_survives_sigkill") {
+        return;
+    }
+    let dir = common::TempDir::new("sigkill");
+    let rw = disk_image(&dir, "rw.img", "d");
+    let arg = format!("path={}", rw.display());
+    let mut run = common::VmmRun::start(
+        "sigkill-vm",
+        &["--disk", &arg, "--cmdline", "test=blk-write"],
+    );
+    run.wait_for_serial("TEST blk-write PASS", 1);
+    run.signal(libc::SIGKILL);
+    let r = run.finish();
+    assert_eq!(r.status.code(), None, "killed by a signal");
+    let on_disk = std::fs::read(&rw).unwrap();
+    assert_eq!(
+        &on_disk[512..1024],
+        &expected_sector(stamp_in(&r.serial))[..]
+    );
+}

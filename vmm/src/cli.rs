@@ -45,6 +45,9 @@ pub struct RunArgs {
     /// Boot entry: auto (PVH when the ELF has a PVH note), pvh or linux64.
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = config::parse_boot_mode)]
     pub boot: BootMode,
+    /// Add a virtio-blk disk: path=FILE[,readonly=on][,id=NAME] (repeatable).
+    #[arg(long, value_name = "SPEC", value_parser = config::parse_disk)]
+    pub disk: Vec<devices::virtio::BlockConfig>,
     /// Add a virtio-rng device (entropy from the host's getrandom).
     #[arg(long)]
     pub rng: bool,
@@ -99,6 +102,10 @@ impl RunArgs {
                 check_readable_file(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
             }
         }
+        for disk in &self.disk {
+            check_readable_file(&disk.path)
+                .map_err(|e| format!("--disk path={}: {e}", disk.path.display()))?;
+        }
         let memory = config::check_memory_size(self.memory, config::host_ram_bytes())
             .map_err(|e| format!("--memory: {e}"))?;
         let kernel = match &self.kernel {
@@ -122,6 +129,7 @@ impl RunArgs {
             no_reboot: self.no_reboot,
             boot: self.boot,
             rng: self.rng,
+            disks: self.disk.clone(),
         })
     }
 }

@@ -51,6 +51,8 @@ pub struct VmConfig {
     pub boot: BootMode,
     /// A virtio-rng device fed from the host's getrandom.
     pub rng: bool,
+    /// virtio-blk disks, in order.
+    pub disks: Vec<devices::virtio::BlockConfig>,
 }
 
 impl Default for VmConfig {
@@ -67,6 +69,7 @@ impl Default for VmConfig {
             no_reboot: false,
             boot: BootMode::Auto,
             rng: false,
+            disks: Vec::new(),
         }
     }
 }
@@ -119,6 +122,41 @@ pub fn parse_mode(text: &str) -> Result<u32, ParseError> {
         Ok(mode) if mode <= 0o777 => Ok(mode),
         _ => err(format!("'{text}' is not an octal permission mode like 600")),
     }
+}
+
+/// Parses `path=FILE[,readonly=on|off][,id=NAME]`.
+pub fn parse_disk(text: &str) -> Result<devices::virtio::BlockConfig, ParseError> {
+    let mut path = None;
+    let mut readonly = false;
+    let mut id = None;
+    for part in text.split(',') {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| ParseError(format!("'{part}' is not KEY=VALUE")))?;
+        match key {
+            "path" if !value.is_empty() => path = Some(PathBuf::from(value)),
+            "readonly" => {
+                readonly = match value {
+                    "on" | "true" | "yes" => true,
+                    "off" | "false" | "no" => false,
+                    _ => return err(format!("readonly={value}: use on or off")),
+                }
+            }
+            "id" if value.len() <= 20 => id = Some(value.to_string()),
+            "id" => return err(format!("id={value}: at most 20 bytes (virtio-blk's limit)")),
+            _ => {
+                return err(format!(
+                    "'{part}': expected path=FILE, readonly=on|off or id=NAME"
+                ))
+            }
+        }
+    }
+    let path = path.ok_or_else(|| ParseError("path=FILE is required".into()))?;
+    Ok(devices::virtio::BlockConfig {
+        path,
+        readonly,
+        id: id.unwrap_or_default(),
+    })
 }
 
 /// A value the user gave that cannot be used.
@@ -318,6 +356,24 @@ mod tests {
         assert_eq!(parse_mode("600"), Ok(0o600));
         assert_eq!(parse_mode("0660"), Ok(0o660));
         assert!(parse_mode("999").is_err() && parse_mode("1777").is_err());
+    }
+
+    #[test]
+    fn disk_values() {
+        let d = parse_disk("path=/tmp/a.img,readonly=on,id=root").unwrap();
+        assert_eq!(
+            (d.path, d.readonly, d.id.as_str()),
+            (PathBuf::from("/tmp/a.img"), true, "root")
+        );
+        assert_eq!(parse_disk("path=/x").unwrap().id, "");
+        assert!(parse_disk("readonly=on")
+            .unwrap_err()
+            .0
+            .contains("path=FILE is required"));
+        assert!(parse_disk("path=/x,readonly=maybe").is_err());
+        assert!(parse_disk("path=/x,size=1G").is_err());
+        assert!(parse_disk("path=/x,id=123456789012345678901").is_err());
+        assert!(parse_disk("/x").is_err());
     }
 
     #[test]

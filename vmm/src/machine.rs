@@ -101,6 +101,12 @@ impl Machine {
             .map_err(|e| dev(&e))?;
 
         let mut virtio = Vec::new();
+        for disk in &config.disks {
+            virtio.push(
+                virtio_devices::attach_block(&vm, &mut mmio, virtio.len(), disk)
+                    .map_err(Error::Device)?,
+            );
+        }
         if config.rng {
             let slot = virtio_devices::attach(&vm, &mut mmio, virtio.len(), Box::new(Rng::new()))
                 .map_err(Error::Device)?;

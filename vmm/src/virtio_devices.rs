@@ -4,14 +4,16 @@
 //! `virtio_mmio.device=` command-line words kernels built with that option read.
 
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use devices::bus::Bus;
-use devices::virtio::{MmioTransport, VirtioDevice, MMIO_WINDOW_SIZE, REG_QUEUE_NOTIFY};
+use devices::virtio::{
+    Block, BlockConfig, MmioTransport, VirtioDevice, MMIO_WINDOW_SIZE, REG_QUEUE_NOTIFY,
+};
 use kvm_ioctls::IoEventAddress;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::main_loop::AioContext;
+use crate::main_loop::{AioContext, Bh};
 use crate::vm::Vm;
 
 /// First device window (inside the MMIO gap below 4 GiB) and first interrupt line.
@@ -27,6 +29,9 @@ pub struct VirtioSlot {
     pub gsi: u32,
     /// (queue index, eventfd KVM signals when the guest notifies that queue)
     notifiers: Vec<(u32, EventFd)>,
+    /// For devices that complete off the loop: the bottom half that finishes their requests,
+    /// set once the main loop is known.
+    completion: Option<Arc<OnceLock<Arc<Bh>>>>,
 }
 
 /// Attaches `device` as the `index`-th virtio device.
@@ -64,7 +69,30 @@ pub fn attach(
         base,
         gsi,
         notifiers,
+        completion: None,
     })
+}
+
+/// Attaches a virtio-blk disk whose I/O thread completes requests through a main-loop bottom
+/// half (QEMU's thread pool completion, in small).
+pub fn attach_block(
+    vm: &Vm,
+    mmio: &mut Bus,
+    index: usize,
+    config: &BlockConfig,
+) -> Result<VirtioSlot, String> {
+    let completion: Arc<OnceLock<Arc<Bh>>> = Arc::new(OnceLock::new());
+    let bh = completion.clone();
+    let on_complete = Box::new(move || {
+        if let Some(bh) = bh.get() {
+            bh.schedule();
+        }
+    });
+    let block =
+        Block::new(config, vm.memory().clone(), on_complete).map_err(|e| format!("--disk {e}"))?;
+    let mut slot = attach(vm, mmio, index, Box::new(block))?;
+    slot.completion = Some(completion);
+    Ok(slot)
 }
 
 /// The kernel command-line words announcing `slots` (virtio_mmio.device=SIZE@ADDR:IRQ).
@@ -83,9 +111,20 @@ pub fn cmdline_words(slots: &[VirtioSlot]) -> String {
         .join(" ")
 }
 
-/// Processes queue notifications on the main loop, as QEMU's ioeventfd handlers do.
+/// Processes queue notifications on the main loop, as QEMU's ioeventfd handlers do, and
+/// finishes asynchronously completed requests there.
 pub fn watch_notifications(aio: &AioContext, slots: &[VirtioSlot]) -> Result<(), String> {
     for slot in slots {
+        if let Some(completion) = &slot.completion {
+            let transport = slot.transport.clone();
+            let bh = aio.bh_new(move || {
+                transport
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .complete_pending()
+            });
+            let _ = completion.set(bh);
+        }
         for (queue, event) in &slot.notifiers {
             let event = event.try_clone().map_err(|e| format!("eventfd: {e}"))?;
             let fd = event.as_raw_fd();

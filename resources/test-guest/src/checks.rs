@@ -31,6 +31,9 @@ pub fn run(boot: &BootInfo, name: &str, t: &mut Tally) {
         "pio-bench" => pio_bench(boot, t),
         "ticker" => ticker(boot, t),
         "rng" => rng(boot, t),
+        "blk" => blk(boot, t),
+        "blk-write" => blk_write(boot, t),
+        "blk-ro" => blk_ro(boot, t),
         "virtio" => virtio(boot, t),
         _ => report(t, name, false, format_args!("unknown test")),
     }
@@ -148,10 +151,143 @@ fn virtio(boot: &BootInfo, t: &mut Tally) {
         any = true;
         match dev.device_id {
             virtio::TYPE_RNG => rng(boot, t),
+            virtio::TYPE_BLOCK if virtio::device_features(&dev) & virtio::BLK_F_RO != 0 => blk_ro(boot, t),
+            virtio::TYPE_BLOCK => {
+                blk(boot, t);
+                blk_write(boot, t);
+            }
             other => report(t, "virtio", false, format_args!("device type {other} has no check")),
         }
     }
     if !any {
         report(t, "virtio", false, format_args!("no virtio devices on the command line"));
+    }
+}
+
+const BLK_T_IN: u32 = 0;
+const BLK_T_OUT: u32 = 1;
+const BLK_T_FLUSH: u32 = 4;
+const BLK_T_GET_ID: u32 = 8;
+const SECTOR: usize = 512;
+
+/// The first disk that is (or is not) read-only, brought up.
+fn disk(boot: &BootInfo, readonly: bool) -> Result<virtio::Device, &'static str> {
+    let dev = virtio::devices(boot)
+        .find(|d| d.device_id == virtio::TYPE_BLOCK && (virtio::device_features(d) & virtio::BLK_F_RO != 0) == readonly)
+        .ok_or(if readonly { "no read-only virtio-blk disk" } else { "no writable virtio-blk disk" })?;
+    virtio::bring_up(&dev)?;
+    Ok(dev)
+}
+
+/// One request: header at the buffer page's start, status byte after it, data at +512.
+/// Returns the status byte and the data area's address.
+fn blk_request(dev: &virtio::Device, kind: u32, sector: u64, data_len: u32, slot: u16) -> Result<(u8, usize), &'static str> {
+    let page = virtio::buffer();
+    let (header, status, data) = (page, page + 16, page + SECTOR);
+    // SAFETY: the driver's buffer page.
+    unsafe {
+        core::ptr::write_volatile(header as *mut u32, kind);
+        core::ptr::write_volatile((header + 4) as *mut u32, 0);
+        core::ptr::write_volatile((header + 8) as *mut u64, sector);
+        core::ptr::write_volatile(status as *mut u8, 0xff);
+    }
+    let device_writes = kind != BLK_T_OUT;
+    let mut segs = [Segment { addr: header, len: 16, device_writes: false }; 3];
+    let mut n = 1;
+    if data_len > 0 {
+        segs[n] = Segment { addr: data, len: data_len, device_writes };
+        n += 1;
+    }
+    segs[n] = Segment { addr: status, len: 1, device_writes: true };
+    virtio::request(dev, &segs[..=n], slot)?;
+    // SAFETY: as above; the device wrote it.
+    Ok((unsafe { core::ptr::read_volatile(status as *const u8) }, data))
+}
+
+fn bytes_at(addr: usize, len: usize) -> &'static [u8] {
+    // SAFETY: inside the driver's buffer page.
+    unsafe { core::slice::from_raw_parts(addr as *const u8, len) }
+}
+
+/// Reads the id and sector 0, which the host filled with `VMM-DISK` followed by the id.
+fn blk(boot: &BootInfo, t: &mut Tally) {
+    let result = (|| {
+        let dev = disk(boot, false).or_else(|_| disk(boot, true))?;
+        let (status, data) = blk_request(&dev, BLK_T_GET_ID, 0, 20, 0)?;
+        if status != 0 {
+            return Err("GET_ID failed");
+        }
+        let mut id = [0u8; 20];
+        id.copy_from_slice(bytes_at(data, 20));
+        let id_len = id.iter().position(|b| *b == 0).unwrap_or(20);
+        let (status, data) = blk_request(&dev, BLK_T_IN, 0, SECTOR as u32, 1)?;
+        if status != 0 {
+            return Err("reading sector 0 failed");
+        }
+        let sector0 = bytes_at(data, 8 + id_len);
+        if &sector0[..8] != b"VMM-DISK" || sector0[8..] != id[..id_len] {
+            return Err("sector 0 does not hold VMM-DISK and the disk's id");
+        }
+        Ok(id)
+    })();
+    match result {
+        Ok(id) => {
+            let len = id.iter().position(|b| *b == 0).unwrap_or(20);
+            report(t, "blk", true, format_args!("id={}", core::str::from_utf8(&id[..len]).unwrap_or("?")));
+        }
+        Err(why) => report(t, "blk", false, format_args!("{why}")),
+    }
+}
+
+/// Writes a pattern to sector 1, flushes, reads it back.
+fn blk_write(boot: &BootInfo, t: &mut Tally) {
+    let stamp = cpu::rdtsc();
+    let result = (|| {
+        let dev = disk(boot, false)?;
+        let data = virtio::buffer() + SECTOR;
+        for i in 0..SECTOR {
+            // SAFETY: the driver's buffer page.
+            unsafe { core::ptr::write_volatile((data + i) as *mut u8, (stamp >> ((i % 8) * 8)) as u8 ^ i as u8) };
+        }
+        let (status, _) = blk_request(&dev, BLK_T_OUT, 1, SECTOR as u32, 0)?;
+        if status != 0 {
+            return Err("write failed");
+        }
+        let (status, _) = blk_request(&dev, BLK_T_FLUSH, 0, 0, 1)?;
+        if status != 0 {
+            return Err("flush failed");
+        }
+        // SAFETY: as above: clear, then let the device fill it again.
+        unsafe { core::ptr::write_bytes(data as *mut u8, 0, SECTOR) };
+        let (status, data) = blk_request(&dev, BLK_T_IN, 1, SECTOR as u32, 2)?;
+        if status != 0 {
+            return Err("read back failed");
+        }
+        let ok = bytes_at(data, SECTOR).iter().enumerate().all(|(i, b)| *b == (stamp >> ((i % 8) * 8)) as u8 ^ i as u8);
+        if ok { Ok(()) } else { Err("read back differs from what was written") }
+    })();
+    match result {
+        Ok(()) => report(t, "blk-write", true, format_args!("sector=1 flushed stamp={stamp:#x}")),
+        Err(why) => report(t, "blk-write", false, format_args!("{why}")),
+    }
+}
+
+/// A write to a read-only disk must fail with IOERR, and the device must go on working.
+fn blk_ro(boot: &BootInfo, t: &mut Tally) {
+    let result = (|| {
+        let dev = disk(boot, true)?;
+        let (status, _) = blk_request(&dev, BLK_T_OUT, 1, SECTOR as u32, 0)?;
+        if status != 1 {
+            return Err("write to a read-only disk did not fail with IOERR");
+        }
+        let (status, _) = blk_request(&dev, BLK_T_IN, 0, SECTOR as u32, 1)?;
+        if status != 0 {
+            return Err("read after the refused write failed");
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => report(t, "blk-ro", true, format_args!("write refused with IOERR, reads work")),
+        Err(why) => report(t, "blk-ro", false, format_args!("{why}")),
     }
 }

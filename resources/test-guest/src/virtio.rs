@@ -35,7 +35,10 @@ const DESC_F_NEXT: u16 = 1;
 const DESC_F_WRITE: u16 = 2;
 pub const QUEUE_SIZE: u16 = 8;
 
+pub const TYPE_BLOCK: u32 = 2;
 pub const TYPE_RNG: u32 = 4;
+/// virtio-blk: the disk is read-only.
+pub const BLK_F_RO: u64 = 1 << 5;
 
 /// Descriptor table, available ring, used ring and data buffers: one page each, in .bss
 /// (identity mapped, so virtual addresses are guest-physical).
@@ -84,6 +87,14 @@ pub fn devices(boot: &BootInfo) -> impl Iterator<Item = Device> + '_ {
         }
         Some(Device { base, irq: irq.parse().ok()?, device_id: rd(base, REG_DEVICE_ID) })
     })
+}
+
+/// The features the device offers.
+pub fn device_features(dev: &Device) -> u64 {
+    wr(dev.base, REG_DEVICE_FEATURES_SEL, 0);
+    let low = u64::from(rd(dev.base, REG_DEVICE_FEATURES));
+    wr(dev.base, REG_DEVICE_FEATURES_SEL, 1);
+    low | (u64::from(rd(dev.base, REG_DEVICE_FEATURES)) << 32)
 }
 
 /// Resets the device and negotiates VERSION_1 only; sets up queue 0. Err says why not.
