@@ -19,14 +19,16 @@ fn guest_reads_entropy_from_virtio_rng() {
                 "--memory",
                 "64M",
                 "--cmdline",
-                "end=exit test=rng,virtio",
+                "end=exit test=rng,virtio,virtio-irq",
             ],
         );
         r.assert_success();
         r.assert_console_has(&[
             "virtio_mmio.device=4K@0xd0000000:5",
             "TEST rng PASS len=64 varied=true interrupt_status=true",
-            "RESULT PASS pass=2 fail=0",
+            "RESULT PASS pass=3 fail=0",
+            // The interrupt path: device -> irqfd -> the IOAPIC pin's MSI route -> the LAPIC.
+            "TEST virtio-irq PASS pin=5 vector=0x41 pending_before=false pending_after=true",
         ]);
     }
 }

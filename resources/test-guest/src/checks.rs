@@ -31,6 +31,7 @@ pub fn run(boot: &BootInfo, name: &str, t: &mut Tally) {
         "pio-bench" => pio_bench(boot, t),
         "ticker" => ticker(boot, t),
         "rng" => rng(boot, t),
+        "virtio-irq" => virtio_irq(boot, t),
         "blk" => blk(boot, t),
         "blk-write" => blk_write(boot, t),
         "blk-ro" => blk_ro(boot, t),
@@ -290,4 +291,59 @@ fn blk_ro(boot: &BootInfo, t: &mut Tally) {
         Ok(()) => report(t, "blk-ro", true, format_args!("write refused with IOERR, reads work")),
         Err(why) => report(t, "blk-ro", false, format_args!("{why}")),
     }
+}
+
+const IOAPIC: usize = 0xfec0_0000;
+const LAPIC: usize = 0xfee0_0000;
+const LAPIC_SVR: usize = 0xf0;
+const LAPIC_IRR: usize = 0x200;
+const IRQ_VECTOR: u32 = 0x41;
+
+fn mmio_write(addr: usize, value: u32) {
+    // SAFETY: the IOAPIC and LAPIC pages are mapped uncached and user accessible.
+    unsafe { core::ptr::write_volatile(addr as *mut u32, value) };
+}
+
+fn mmio_read(addr: usize) -> u32 {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(addr as *const u32) }
+}
+
+/// Interrupt delivery without taking the interrupt (the guest runs with IF=0 at CPL3): route
+/// the virtio-rng's IOAPIC pin to a vector, software-enable the LAPIC, make a request, and
+/// see the vector become pending in the LAPIC's IRR: device -> irqfd -> MSI route -> LAPIC.
+fn virtio_irq(boot: &BootInfo, t: &mut Tally) {
+    let Some(dev) = virtio::devices(boot).find(|d| d.device_id == virtio::TYPE_RNG) else {
+        report(t, "virtio-irq", false, format_args!("needs a virtio-rng device"));
+        return;
+    };
+    if let Err(why) = virtio::bring_up(&dev) {
+        report(t, "virtio-irq", false, format_args!("{why}"));
+        return;
+    }
+    mmio_write(LAPIC + LAPIC_SVR, mmio_read(LAPIC + LAPIC_SVR) | 0x100);
+    let apic_id = cpu::apic_id();
+    mmio_write(IOAPIC, 0x10 + 2 * dev.irq + 1);
+    mmio_write(IOAPIC + 0x10, apic_id << 24);
+    mmio_write(IOAPIC, 0x10 + 2 * dev.irq);
+    mmio_write(IOAPIC + 0x10, IRQ_VECTOR); // fixed, physical, edge, unmasked
+    let irr = LAPIC + LAPIC_IRR + 0x10 * (IRQ_VECTOR as usize / 32);
+    let bit = 1u32 << (IRQ_VECTOR % 32);
+    let before = mmio_read(irr) & bit != 0;
+    let buf = virtio::buffer();
+    let answered = virtio::request(&dev, &[Segment { addr: buf, len: 16, device_writes: true }], 0);
+    let mut pending = false;
+    for _ in 0..1_000_000 {
+        if mmio_read(irr) & bit != 0 {
+            pending = true;
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    report(
+        t,
+        "virtio-irq",
+        answered.is_ok() && !before && pending,
+        format_args!("pin={} vector={IRQ_VECTOR:#x} pending_before={before} pending_after={pending}", dev.irq),
+    );
 }
