@@ -107,3 +107,17 @@ fn disk_values() {
     );
     assert_clear_error(&["run", "--disk", "path=/tmp,bogus=1"], 2, "--disk");
 }
+
+#[test]
+fn net_values() {
+    assert_clear_error(
+        &["run", "--net", "mac=52:54:00:00:00:01"],
+        2,
+        "tap=NAME is required",
+    );
+    assert_clear_error(
+        &["run", "--net", "tap=t0,mac=01:02:03:04:05:06"],
+        2,
+        "multicast",
+    );
+}

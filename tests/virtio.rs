@@ -136,3 +136,101 @@ fn flushed_data_survives_sigkill() {
         &expected_sector(stamp_in(&r.serial))[..]
     );
 }
+
+/// A network namespace of the test's own with a configured tap in it; removed on drop.
+struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    fn new(tag: &str) -> Option<NetNs> {
+        let name = format!("vmmtest-{tag}-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        if !ip(&["netns", "add", &name]) {
+            eprintln!("skipped: cannot create a network namespace (needs root and iproute2)");
+            return None;
+        }
+        let ns = NetNs { name };
+        for args in [
+            &["tuntap", "add", "tap0", "mode", "tap"][..],
+            &["addr", "add", "10.0.2.1/24", "dev", "tap0"][..],
+            &["link", "set", "tap0", "up"][..],
+            &["link", "set", "lo", "up"][..],
+        ] {
+            assert!(
+                ip(&[&["netns", "exec", &ns.name, "ip"][..], args].concat()),
+                "ip {args:?}"
+            );
+        }
+        Some(ns)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+use std::process::Command;
+
+#[test]
+fn guest_talks_to_the_host_over_virtio_net() {
+    if !kvm_available("guest_talks_to_the_host_over_virtio_net") {
+        return;
+    }
+    let Some(ns) = NetNs::new("arp") else { return };
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            common::VMM,
+            "run",
+            "--serial",
+            "stdio",
+            "--memory",
+            "64M",
+        ])
+        .args(["--net", "tap=tap0,mac=52:54:00:12:34:56"])
+        .args([
+            "--cmdline",
+            "end=exit test=net net.ip=10.0.2.2 net.peer=10.0.2.1",
+        ])
+        .output()
+        .unwrap();
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "console:\n{console}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        console.contains("TEST net PASS mac=52:54:00:12:34:56 peer_mac="),
+        "{console}"
+    );
+    // The reply came from the host's side of the tap: the peer MAC is the tap's own.
+    let link = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "cat",
+            "/sys/class/net/tap0/address",
+        ])
+        .output()
+        .unwrap();
+    let tap_mac = String::from_utf8_lossy(&link.stdout).trim().to_string();
+    assert!(
+        console.contains(&format!("peer_mac={tap_mac}")),
+        "tap {tap_mac}:\n{console}"
+    );
+}

@@ -48,6 +48,10 @@ pub struct RunArgs {
     /// Add a virtio-blk disk: path=FILE[,readonly=on][,id=NAME] (repeatable).
     #[arg(long, value_name = "SPEC", value_parser = config::parse_disk)]
     pub disk: Vec<devices::virtio::BlockConfig>,
+    /// Add a virtio-net interface on a tap: tap=NAME[,mac=MAC] (repeatable; the tap is
+    /// created if it does not exist).
+    #[arg(long, value_name = "SPEC", value_parser = config::parse_net)]
+    pub net: Vec<devices::virtio::NetConfig>,
     /// Add a virtio-rng device (entropy from the host's getrandom).
     #[arg(long)]
     pub rng: bool,
@@ -130,6 +134,7 @@ impl RunArgs {
             boot: self.boot,
             rng: self.rng,
             disks: self.disk.clone(),
+            nets: self.net.clone(),
         })
     }
 }

@@ -53,6 +53,8 @@ pub struct VmConfig {
     pub rng: bool,
     /// virtio-blk disks, in order.
     pub disks: Vec<devices::virtio::BlockConfig>,
+    /// virtio-net interfaces on taps, in order.
+    pub nets: Vec<devices::virtio::NetConfig>,
 }
 
 impl Default for VmConfig {
@@ -70,6 +72,7 @@ impl Default for VmConfig {
             boot: BootMode::Auto,
             rng: false,
             disks: Vec::new(),
+            nets: Vec::new(),
         }
     }
 }
@@ -157,6 +160,48 @@ pub fn parse_disk(text: &str) -> Result<devices::virtio::BlockConfig, ParseError
         readonly,
         id: id.unwrap_or_default(),
     })
+}
+
+/// Parses `tap=NAME[,mac=MAC]`; without a MAC, a random locally administered one.
+pub fn parse_net(text: &str) -> Result<devices::virtio::NetConfig, ParseError> {
+    let mut tap = None;
+    let mut mac = None;
+    for part in text.split(',') {
+        match part.split_once('=') {
+            Some(("tap", name)) if !name.is_empty() && name.len() < 16 => {
+                tap = Some(name.to_string())
+            }
+            Some(("tap", name)) => {
+                return err(format!("tap={name}: an interface name of 1 to 15 bytes"))
+            }
+            Some(("mac", text)) => mac = Some(parse_mac(text)?),
+            _ => return err(format!("'{part}': expected tap=NAME or mac=MAC")),
+        }
+    }
+    let tap = tap.ok_or_else(|| ParseError("tap=NAME is required".into()))?;
+    let mac = mac.unwrap_or_else(|| {
+        let u = random_uuid();
+        [0x52, 0x54, 0x00, u[0], u[1], u[2]] // QEMU's locally administered prefix
+    });
+    Ok(devices::virtio::NetConfig { tap, mac })
+}
+
+fn parse_mac(text: &str) -> Result<[u8; 6], ParseError> {
+    let bad = || ParseError(format!("mac={text}: six hex bytes like 52:54:00:12:34:56"));
+    let parts: Vec<&str> = text.split(':').collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+    }
+    if mac[0] & 1 != 0 {
+        return err(format!(
+            "mac={text}: a multicast address cannot be an interface's"
+        ));
+    }
+    Ok(mac)
 }
 
 /// A value the user gave that cannot be used.
@@ -356,6 +401,23 @@ mod tests {
         assert_eq!(parse_mode("600"), Ok(0o600));
         assert_eq!(parse_mode("0660"), Ok(0o660));
         assert!(parse_mode("999").is_err() && parse_mode("1777").is_err());
+    }
+
+    #[test]
+    fn net_values() {
+        let n = parse_net("tap=tap0,mac=52:54:00:12:34:56").unwrap();
+        assert_eq!(
+            (n.tap.as_str(), n.mac),
+            ("tap0", [0x52, 0x54, 0, 0x12, 0x34, 0x56])
+        );
+        assert_eq!(parse_net("tap=t").unwrap().mac[..3], [0x52, 0x54, 0]);
+        assert!(parse_net("mac=52:54:00:12:34:56").is_err());
+        assert!(parse_net("tap=t,mac=01:00:00:00:00:00")
+            .unwrap_err()
+            .0
+            .contains("multicast"));
+        assert!(parse_net("tap=t,mac=zz").is_err());
+        assert!(parse_net("tap=averyveryverylongname").is_err());
     }
 
     #[test]

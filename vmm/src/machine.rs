@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use devices::bus::Bus;
 use devices::legacy::{self, DebugExit, Ioapic, Serial, I8042};
-use devices::virtio::Rng;
+use devices::virtio::{Net, Rng};
 use kvm_ioctls::VcpuFd;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -104,6 +104,13 @@ impl Machine {
         for disk in &config.disks {
             virtio.push(
                 virtio_devices::attach_block(&vm, &mut mmio, virtio.len(), disk)
+                    .map_err(Error::Device)?,
+            );
+        }
+        for net in &config.nets {
+            let device = Net::new(net).map_err(|e| Error::Device(format!("--net {e}")))?;
+            virtio.push(
+                virtio_devices::attach(&vm, &mut mmio, virtio.len(), Box::new(device))
                     .map_err(Error::Device)?,
             );
         }

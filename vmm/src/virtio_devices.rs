@@ -3,7 +3,9 @@
 //! notification wakes the main loop without an exit to the vCPU thread), and the
 //! `virtio_mmio.device=` command-line words kernels built with that option read.
 
-use std::os::fd::AsRawFd;
+use std::cell::Cell;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use devices::bus::Bus;
@@ -111,8 +113,8 @@ pub fn cmdline_words(slots: &[VirtioSlot]) -> String {
         .join(" ")
 }
 
-/// Processes queue notifications on the main loop, as QEMU's ioeventfd handlers do, and
-/// finishes asynchronously completed requests there.
+/// Processes queue notifications on the main loop, as QEMU's ioeventfd handlers do, finishes
+/// asynchronously completed requests there, and watches devices' host fds (taps).
 pub fn watch_notifications(aio: &AioContext, slots: &[VirtioSlot]) -> Result<(), String> {
     for slot in slots {
         if let Some(completion) = &slot.completion {
@@ -125,23 +127,63 @@ pub fn watch_notifications(aio: &AioContext, slots: &[VirtioSlot]) -> Result<(),
             });
             let _ = completion.set(bh);
         }
+        let device_fd = slot
+            .transport
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .device_event_fd();
+        let watching = Rc::new(Cell::new(false));
+        if let Some(fd) = device_fd {
+            watch_device_fd(aio, &slot.transport, fd, &watching);
+        }
         for (queue, event) in &slot.notifiers {
             let event = event.try_clone().map_err(|e| format!("eventfd: {e}"))?;
             let fd = event.as_raw_fd();
             let transport = slot.transport.clone();
             let queue = *queue;
+            let (aio_for_rearm, watching) = (aio.clone(), watching.clone());
             aio.set_fd_handler(
                 fd,
                 Some(Box::new(move || {
                     let _ = event.read();
-                    transport
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .notify(queue);
+                    let wants = {
+                        let mut t = transport.lock().unwrap_or_else(|p| p.into_inner());
+                        t.notify(queue);
+                        t.device_wants_events()
+                    };
+                    // The driver posted buffers: resume reading the host side.
+                    if let (Some(fd), false, true) = (device_fd, watching.get(), wants) {
+                        watch_device_fd(&aio_for_rearm, &transport, fd, &watching);
+                    }
                 })),
                 None,
             );
         }
     }
     Ok(())
+}
+
+/// Watches a device's host fd until the device cannot take more (no receive buffers).
+fn watch_device_fd(
+    aio: &AioContext,
+    transport: &Arc<Mutex<MmioTransport>>,
+    fd: RawFd,
+    watching: &Rc<Cell<bool>>,
+) {
+    let (aio_in_handler, transport, flag) = (aio.clone(), transport.clone(), watching.clone());
+    watching.set(true);
+    aio.set_fd_handler(
+        fd,
+        Some(Box::new(move || {
+            let keep = transport
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .device_event();
+            if !keep {
+                flag.set(false);
+                aio_in_handler.set_fd_handler(fd, None, None);
+            }
+        })),
+        None,
+    );
 }

@@ -140,6 +140,30 @@ impl MmioTransport {
         }
     }
 
+    /// The device's host-side fd, if it has one (a tap).
+    pub fn device_event_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.device.event_fd()
+    }
+
+    /// The device's event fd is readable. Returns whether to keep watching it.
+    pub fn device_event(&mut self) -> bool {
+        let ready = self.is_driver_ok();
+        match self
+            .device
+            .process_event(&mut self.queues, &self.mem, ready)
+        {
+            Ok(true) => self.raise(INTERRUPT_USED_RING),
+            Ok(false) => {}
+            Err(e) => self.needs_reset(&e.0),
+        }
+        self.device.wants_events()
+    }
+
+    /// True when the device can take host input again (after the driver posted buffers).
+    pub fn device_wants_events(&self) -> bool {
+        self.device.wants_events()
+    }
+
     /// Puts requests the device finished asynchronously on their used rings and interrupts the
     /// driver (called on the main loop from the device's completion bottom half).
     pub fn complete_pending(&mut self) {

@@ -6,13 +6,18 @@
 
 mod block;
 mod mmio;
+mod net;
 mod rng;
+mod tap;
 
 pub use block::{Block, BlockConfig};
 pub use mmio::{MmioTransport, REG_QUEUE_NOTIFY};
+pub use net::{Net, NetConfig};
 pub use rng::Rng;
 
+use std::os::fd::RawFd;
 use virtio_queue::Queue;
+
 use vm_memory::GuestMemoryMmap;
 
 /// Device types (virtio 1.2, 5).
@@ -72,6 +77,24 @@ pub trait VirtioDevice: Send {
         queue: &mut Queue,
         mem: &GuestMemoryMmap,
     ) -> Result<bool, GuestError>;
+    /// A host fd (a tap, say) whose readability should be reported to `process_event`.
+    fn event_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// The event fd is readable. Returns true if buffers were returned to a used ring.
+    fn process_event(
+        &mut self,
+        _queues: &mut [Queue],
+        _mem: &GuestMemoryMmap,
+        _driver_ready: bool,
+    ) -> Result<bool, GuestError> {
+        Ok(false)
+    }
+    /// False while the device cannot take host input (no receive buffers): stop watching the
+    /// event fd until the driver notifies again.
+    fn wants_events(&self) -> bool {
+        true
+    }
     /// Requests finished off the main loop since the last call: (queue, head, bytes written).
     /// Devices that complete asynchronously return them here; the transport puts them on the
     /// used ring when told to (`MmioTransport::complete_pending`).

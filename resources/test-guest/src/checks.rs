@@ -32,6 +32,7 @@ pub fn run(boot: &BootInfo, name: &str, t: &mut Tally) {
         "ticker" => ticker(boot, t),
         "rng" => rng(boot, t),
         "virtio-irq" => virtio_irq(boot, t),
+        "net" => net(boot, t),
         "blk" => blk(boot, t),
         "blk-write" => blk_write(boot, t),
         "blk-ro" => blk_ro(boot, t),
@@ -152,6 +153,7 @@ fn virtio(boot: &BootInfo, t: &mut Tally) {
         any = true;
         match dev.device_id {
             virtio::TYPE_RNG => rng(boot, t),
+            virtio::TYPE_NET => net(boot, t),
             virtio::TYPE_BLOCK if virtio::device_features(&dev) & virtio::BLK_F_RO != 0 => blk_ro(boot, t),
             virtio::TYPE_BLOCK => {
                 blk(boot, t);
@@ -346,4 +348,78 @@ fn virtio_irq(boot: &BootInfo, t: &mut Tally) {
         answered.is_ok() && !before && pending,
         format_args!("pin={} vector={IRQ_VECTOR:#x} pending_before={before} pending_after={pending}", dev.irq),
     );
+}
+
+fn parse_ipv4(text: &str) -> Option<[u8; 4]> {
+    let mut ip = [0u8; 4];
+    let mut parts = text.split('.');
+    for byte in ip.iter_mut() {
+        *byte = parts.next()?.parse().ok()?;
+    }
+    parts.next().is_none().then_some(ip)
+}
+
+const NET_HDR: usize = 12;
+
+/// ARP who-has `net.peer` from `net.ip` out of the virtio-net device; the host (the tap's
+/// kernel side) answers. Retries a few times: the link may come up just after we boot.
+fn net(boot: &BootInfo, t: &mut Tally) {
+    let result = (|| -> Result<([u8; 6], [u8; 6]), &'static str> {
+        let ip = boot.arg("net.ip").and_then(parse_ipv4).ok_or("needs net.ip=A.B.C.D")?;
+        let peer = boot.arg("net.peer").and_then(parse_ipv4).ok_or("needs net.peer=A.B.C.D")?;
+        let dev = virtio::devices(boot).find(|d| d.device_id == virtio::TYPE_NET).ok_or("no virtio-net device")?;
+        virtio::bring_up_queues(&dev, 2)?;
+        let mut mac = [0u8; 6];
+        for (i, b) in mac.iter_mut().enumerate() {
+            *b = virtio::config_byte(&dev, i);
+        }
+        // The ARP request, after virtio's 12-byte header.
+        let tx = virtio::buffer_of(1);
+        let mut frame = [0u8; NET_HDR + 42];
+        let eth = &mut frame[NET_HDR..];
+        eth[..6].copy_from_slice(&[0xff; 6]);
+        eth[6..12].copy_from_slice(&mac);
+        eth[12..14].copy_from_slice(&[0x08, 0x06]);
+        eth[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]); // Ethernet/IPv4, request
+        eth[22..28].copy_from_slice(&mac);
+        eth[28..32].copy_from_slice(&ip);
+        eth[38..42].copy_from_slice(&peer);
+        // SAFETY: the TX queue's data page.
+        unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), tx as *mut u8, frame.len()) };
+        let rx = virtio::buffer_of(0);
+        let mut rx_slot = 0u16;
+        virtio::post(&dev, 0, &[Segment { addr: rx, len: 2048, device_writes: true }], rx_slot);
+        for attempt in 0..10u16 {
+            virtio::post(&dev, 1, &[Segment { addr: tx, len: frame.len() as u32, device_writes: false }], attempt);
+            virtio::wait_used(&dev, 1, attempt, 2_000_000)?;
+            // Frames other than the reply (IPv6 neighbour discovery, ...) are skipped.
+            for _ in 0..8 {
+                if virtio::wait_used(&dev, 0, rx_slot, 3_000_000).is_err() {
+                    break; // nothing yet: ask again
+                }
+                let got = bytes_at(rx + NET_HDR, 42);
+                let is_reply = got[12..14] == [0x08, 0x06] && got[20..22] == [0, 2] && got[28..32] == peer && got[38..42] == ip;
+                if is_reply && got[..6] == mac {
+                    let mut peer_mac = [0u8; 6];
+                    peer_mac.copy_from_slice(&got[22..28]);
+                    return Ok((mac, peer_mac));
+                }
+                rx_slot = rx_slot.wrapping_add(1);
+                virtio::post(&dev, 0, &[Segment { addr: rx, len: 2048, device_writes: true }], rx_slot);
+            }
+        }
+        Err("no ARP reply from the peer")
+    })();
+    match result {
+        Ok((mac, peer)) => report(
+            t,
+            "net",
+            true,
+            format_args!(
+                "mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} peer_mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], peer[0], peer[1], peer[2], peer[3], peer[4], peer[5]
+            ),
+        ),
+        Err(why) => report(t, "net", false, format_args!("{why}")),
+    }
 }

@@ -35,23 +35,31 @@ const DESC_F_NEXT: u16 = 1;
 const DESC_F_WRITE: u16 = 2;
 pub const QUEUE_SIZE: u16 = 8;
 
+pub const TYPE_NET: u32 = 1;
 pub const TYPE_BLOCK: u32 = 2;
 pub const TYPE_RNG: u32 = 4;
 /// virtio-blk: the disk is read-only.
 pub const BLK_F_RO: u64 = 1 << 5;
 
-/// Descriptor table, available ring, used ring and data buffers: one page each, in .bss
-/// (identity mapped, so virtual addresses are guest-physical).
+/// Per queue: descriptor table, available ring, used ring and a data page, one page each, in
+/// .bss (identity mapped, so virtual addresses are guest-physical).
+pub const MAX_QUEUES: usize = 2;
 #[repr(C, align(4096))]
-struct Area([u8; 4 * 4096]);
-static mut AREA: Area = Area([0; 4 * 4096]);
+struct Area([u8; MAX_QUEUES * 4 * 4096]);
+static mut AREA: Area = Area([0; MAX_QUEUES * 4 * 4096]);
 
-fn area() -> usize {
-    core::ptr::addr_of!(AREA) as usize
+fn area_of(queue: u16) -> usize {
+    core::ptr::addr_of!(AREA) as usize + usize::from(queue) * 4 * 4096
 }
 
+/// The data page of queue 0.
 pub fn buffer() -> usize {
-    area() + 3 * 4096
+    buffer_of(0)
+}
+
+/// The data page of `queue`.
+pub fn buffer_of(queue: u16) -> usize {
+    area_of(queue) + 3 * 4096
 }
 
 #[derive(Clone, Copy)]
@@ -99,6 +107,11 @@ pub fn device_features(dev: &Device) -> u64 {
 
 /// Resets the device and negotiates VERSION_1 only; sets up queue 0. Err says why not.
 pub fn bring_up(dev: &Device) -> Result<(), &'static str> {
+    bring_up_queues(dev, 1)
+}
+
+/// Like `bring_up`, with queues 0..count.
+pub fn bring_up_queues(dev: &Device, count: u16) -> Result<(), &'static str> {
     let b = dev.base;
     wr(b, REG_STATUS, 0);
     wr(b, REG_STATUS, STATUS_ACKNOWLEDGE);
@@ -115,18 +128,22 @@ pub fn bring_up(dev: &Device) -> Result<(), &'static str> {
     if rd(b, REG_STATUS) & STATUS_FEATURES_OK == 0 {
         return Err("FEATURES_OK refused");
     }
+    for queue in 0..count.min(MAX_QUEUES as u16) {
+        wr(b, REG_QUEUE_SEL, u32::from(queue));
+        if rd(b, REG_QUEUE_NUM_MAX) < u32::from(QUEUE_SIZE) {
+            return Err("queue too small");
+        }
+        let area = area_of(queue);
+        // SAFETY: the area belongs to this driver; one device at a time uses it.
+        unsafe { core::ptr::write_bytes(area as *mut u8, 0, 3 * 4096) };
+        wr(b, REG_QUEUE_NUM, u32::from(QUEUE_SIZE));
+        for (reg, addr) in [(REG_QUEUE_DESC, area), (REG_QUEUE_AVAIL, area + 4096), (REG_QUEUE_USED, area + 2 * 4096)] {
+            wr(b, reg, addr as u32);
+            wr(b, reg + 4, (addr as u64 >> 32) as u32);
+        }
+        wr(b, REG_QUEUE_READY, 1);
+    }
     wr(b, REG_QUEUE_SEL, 0);
-    if rd(b, REG_QUEUE_NUM_MAX) < u32::from(QUEUE_SIZE) {
-        return Err("queue 0 too small");
-    }
-    // SAFETY: the area belongs to this driver; one device at a time uses it.
-    unsafe { core::ptr::write_bytes(area() as *mut u8, 0, 3 * 4096) };
-    wr(b, REG_QUEUE_NUM, u32::from(QUEUE_SIZE));
-    for (reg, addr) in [(REG_QUEUE_DESC, area()), (REG_QUEUE_AVAIL, area() + 4096), (REG_QUEUE_USED, area() + 2 * 4096)] {
-        wr(b, reg, addr as u32);
-        wr(b, reg + 4, (addr as u64 >> 32) as u32);
-    }
-    wr(b, REG_QUEUE_READY, 1);
     wr(b, REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
     if rd(b, REG_QUEUE_READY) != 1 {
         return Err("queue refused");
@@ -142,14 +159,21 @@ pub struct Segment {
     pub device_writes: bool,
 }
 
-/// Submits one chain at queue position `slot` and waits for the device to return it.
-/// Returns the length the device reports written.
+/// Submits one chain at queue position `slot` of queue 0 and waits for the device to return
+/// it. Returns the length the device reports written.
 pub fn request(dev: &Device, segments: &[Segment], slot: u16) -> Result<u32, &'static str> {
-    let desc = area();
-    let avail = area() + 4096;
-    let used = area() + 2 * 4096;
-    for (i, s) in segments.iter().enumerate() {
-        let d = desc + 16 * i;
+    post(dev, 0, segments, slot);
+    wait_used(dev, 0, slot, 2_000_000)
+}
+
+/// Makes one chain available at position `slot` of `queue` and notifies; does not wait.
+/// Descriptors are used from index 3 * (slot % 2), so two chains may be outstanding.
+pub fn post(dev: &Device, queue: u16, segments: &[Segment], slot: u16) {
+    let area = area_of(queue);
+    let (desc, avail) = (area, area + 4096);
+    let first = 3 * usize::from(slot % 2);
+    for (i, s) in segments.iter().enumerate().take(3) {
+        let d = desc + 16 * (first + i);
         let mut flags = if s.device_writes { DESC_F_WRITE } else { 0 };
         if i + 1 < segments.len() {
             flags |= DESC_F_NEXT;
@@ -159,21 +183,26 @@ pub fn request(dev: &Device, segments: &[Segment], slot: u16) -> Result<u32, &'s
             write_volatile(d as *mut u64, s.addr as u64);
             write_volatile((d + 8) as *mut u32, s.len);
             write_volatile((d + 12) as *mut u16, flags);
-            write_volatile((d + 14) as *mut u16, (i + 1) as u16);
+            write_volatile((d + 14) as *mut u16, (first + i + 1) as u16);
         }
     }
-    // SAFETY: our own available and used rings.
+    // SAFETY: our own available ring.
     unsafe {
-        write_volatile((avail + 4 + 2 * usize::from(slot % QUEUE_SIZE)) as *mut u16, 0);
+        write_volatile((avail + 4 + 2 * usize::from(slot % QUEUE_SIZE)) as *mut u16, first as u16);
         fence(Ordering::SeqCst);
         write_volatile((avail + 2) as *mut u16, slot.wrapping_add(1));
     }
     fence(Ordering::SeqCst);
-    wr(dev.base, REG_QUEUE_NOTIFY, 0);
-    for _ in 0..2_000_000u32 {
+    wr(dev.base, REG_QUEUE_NOTIFY, u32::from(queue));
+}
+
+/// Waits (up to `spins` polls) until `queue` returned the chain posted at `slot`.
+pub fn wait_used(dev: &Device, queue: u16, slot: u16, spins: u32) -> Result<u32, &'static str> {
+    let used = area_of(queue) + 2 * 4096;
+    for _ in 0..spins {
         // SAFETY: the device writes the used ring; volatile reads see it.
         let idx = unsafe { read_volatile((used + 2) as *const u16) };
-        if idx == slot.wrapping_add(1) {
+        if idx.wrapping_sub(slot) as i16 > 0 {
             fence(Ordering::SeqCst);
             let elem = used + 4 + 8 * usize::from(slot % QUEUE_SIZE);
             // SAFETY: as above.
@@ -185,6 +214,12 @@ pub fn request(dev: &Device, segments: &[Segment], slot: u16) -> Result<u32, &'s
         core::hint::spin_loop();
     }
     Err("no answer from the device")
+}
+
+/// Reads device configuration space.
+pub fn config_byte(dev: &Device, offset: usize) -> u8 {
+    // SAFETY: as in rd; config space starts at 0x100.
+    unsafe { read_volatile((dev.base + 0x100 + offset) as *const u8) }
 }
 
 /// The interrupt status register, acknowledged after reading.
