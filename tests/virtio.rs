@@ -234,3 +234,64 @@ fn guest_talks_to_the_host_over_virtio_net() {
         "tap {tap_mac}:\n{console}"
     );
 }
+
+/// A burst of numbered frames from the host at a guest that re-posts its only RX buffer
+/// slowly: every frame arrives once, in order (the device stops reading the tap meanwhile).
+#[test]
+fn a_slow_guest_loses_no_frames() {
+    if !kvm_available("a_slow_guest_loses_no_frames") {
+        return;
+    }
+    let Some(ns) = NetNs::new("burst") else {
+        return;
+    };
+    let dir = common::TempDir::new("burst");
+    let console = dir.path("console.log");
+    let mut vmm = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            common::VMM,
+            "run",
+            "--serial",
+            "stdio",
+            "--memory",
+            "64M",
+        ])
+        .args([
+            "--net",
+            "tap=tap0,mac=52:54:00:12:34:56",
+            "--cmdline",
+            "end=exit quiet test=net-rx net.count=50",
+        ])
+        .stdout(std::fs::File::create(&console).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + common::BOOT_TIMEOUT;
+    while !common::read_lossy(&console).contains("net-rx: ready") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "guest never got ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let burst = "import socket, struct\n\
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+s.bind(('tap0', 0))\n\
+head = bytes.fromhex('525400123456020000000001') + b'\\x88\\xb5'\n\
+for i in range(50):\n    s.send(head + struct.pack('>I', i) + bytes(46))\n";
+    let sent = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "/usr/bin/python3", "-c", burst])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = common::wait_timeout(&mut vmm, common::BOOT_TIMEOUT).expect("vmm exits");
+    let text = common::read_lossy(&console);
+    assert!(status.success(), "{text}");
+    assert!(
+        text.contains("TEST net-rx PASS frames=50 in_order=true"),
+        "{text}"
+    );
+}

@@ -33,6 +33,7 @@ pub fn run(boot: &BootInfo, name: &str, t: &mut Tally) {
         "rng" => rng(boot, t),
         "virtio-irq" => virtio_irq(boot, t),
         "net" => net(boot, t),
+        "net-rx" => net_rx(boot, t),
         "blk" => blk(boot, t),
         "blk-write" => blk_write(boot, t),
         "blk-ro" => blk_ro(boot, t),
@@ -421,5 +422,47 @@ fn net(boot: &BootInfo, t: &mut Tally) {
             ),
         ),
         Err(why) => report(t, "net", false, format_args!("{why}")),
+    }
+}
+
+/// Receives `net.count` numbered frames (ethertype 0x88b5, sequence number big-endian after
+/// the Ethernet header) through a single RX buffer that is re-posted slowly, and checks that
+/// none was lost or duplicated. The host sends them in a burst once it sees `net-rx: ready`.
+fn net_rx(boot: &BootInfo, t: &mut Tally) {
+    let count: u32 = boot.arg("net.count").and_then(|v| v.parse().ok()).unwrap_or(50);
+    let result = (|| -> Result<u32, &'static str> {
+        let dev = virtio::devices(boot).find(|d| d.device_id == virtio::TYPE_NET).ok_or("no virtio-net device")?;
+        virtio::bring_up_queues(&dev, 2)?;
+        let rx = virtio::buffer_of(0);
+        let mut slot = 0u16;
+        virtio::post(&dev, 0, &[Segment { addr: rx, len: 2048, device_writes: true }], slot);
+        let _ = writeln!(Console, "net-rx: ready");
+        let mut expected = 0u32;
+        let mut misses = 0;
+        while expected < count {
+            if virtio::wait_used(&dev, 0, slot, 20_000_000).is_err() {
+                misses += 1;
+                if misses > 5 {
+                    return Err("frames stopped arriving");
+                }
+                continue;
+            }
+            let eth = bytes_at(rx + NET_HDR, 18);
+            if eth[12..14] == [0x88, 0xb5] {
+                let seq = u32::from_be_bytes([eth[14], eth[15], eth[16], eth[17]]);
+                if seq != expected {
+                    return Err(if seq < expected { "a frame arrived twice" } else { "a frame was lost" });
+                }
+                expected += 1;
+            }
+            io::spin(3_000_000); // a slow driver: the host's burst has to wait
+            slot = slot.wrapping_add(1);
+            virtio::post(&dev, 0, &[Segment { addr: rx, len: 2048, device_writes: true }], slot);
+        }
+        Ok(expected)
+    })();
+    match result {
+        Ok(n) => report(t, "net-rx", true, format_args!("frames={n} in_order=true")),
+        Err(why) => report(t, "net-rx", false, format_args!("{why}")),
     }
 }
