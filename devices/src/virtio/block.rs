@@ -5,6 +5,7 @@
 //! completion BH, in small.
 
 use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use virtio_queue::{Queue, QueueOwnedT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::{GuestError, VirtioDevice, TYPE_BLOCK, VIRTIO_F_VERSION_1};
 
@@ -191,6 +192,31 @@ impl IoThread {
         }
     }
 
+    /// Reads `len` bytes at `offset` of the file straight into guest memory (no bounce buffer).
+    fn read_into_guest(&self, addr: GuestAddress, len: u32, offset: u64) -> Result<(), ()> {
+        let slice = self.mem.get_slice(addr, len as usize).map_err(|_| ())?;
+        let mut done = 0usize;
+        while done < slice.len() {
+            // SAFETY: `slice` is a live mapping of guest RAM covering [ptr, ptr + len) (checked
+            // by get_slice); pread writes at most the remaining bytes into it.
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    slice.ptr_guard_mut().as_ptr().add(done).cast(),
+                    slice.len() - done,
+                    (offset + done as u64) as libc::off_t,
+                )
+            };
+            match n {
+                n if n > 0 => done += n as usize,
+                0 => return Err(()), // past the end of the file
+                _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+                _ => return Err(()),
+            }
+        }
+        Ok(())
+    }
+
     /// Byte range of the request on the disk, if it fits.
     fn range(&self, req: &Request) -> Option<(u64, u64)> {
         let total: u64 = req.data.iter().map(|d| u64::from(d.1)).sum();
@@ -209,10 +235,7 @@ impl IoThread {
                 };
                 let mut written = 0u32;
                 for &(addr, len) in &req.data {
-                    let mut buf = vec![0u8; len as usize];
-                    if self.file.read_exact_at(&mut buf, offset).is_err()
-                        || self.mem.write_slice(&buf, addr).is_err()
-                    {
+                    if self.read_into_guest(addr, len, offset).is_err() {
                         return (S_IOERR, written);
                     }
                     offset += u64::from(len);

@@ -34,6 +34,8 @@ pub fn run(boot: &BootInfo, name: &str, t: &mut Tally) {
         "virtio-irq" => virtio_irq(boot, t),
         "net" => net(boot, t),
         "net-rx" => net_rx(boot, t),
+        "blk-bench" => blk_bench(boot, t),
+        "net-bench" => net_bench(boot, t),
         "blk" => blk(boot, t),
         "blk-write" => blk_write(boot, t),
         "blk-ro" => blk_ro(boot, t),
@@ -186,8 +188,13 @@ fn disk(boot: &BootInfo, readonly: bool) -> Result<virtio::Device, &'static str>
 /// One request: header at the buffer page's start, status byte after it, data at +512.
 /// Returns the status byte and the data area's address.
 fn blk_request(dev: &virtio::Device, kind: u32, sector: u64, data_len: u32, slot: u16) -> Result<(u8, usize), &'static str> {
+    blk_request_at(dev, kind, sector, virtio::buffer() + SECTOR, data_len, slot)
+}
+
+/// Like `blk_request`, with the data at `data` (for requests larger than the driver's page).
+fn blk_request_at(dev: &virtio::Device, kind: u32, sector: u64, data: usize, data_len: u32, slot: u16) -> Result<(u8, usize), &'static str> {
     let page = virtio::buffer();
-    let (header, status, data) = (page, page + 16, page + SECTOR);
+    let (header, status) = (page, page + 16);
     // SAFETY: the driver's buffer page.
     unsafe {
         core::ptr::write_volatile(header as *mut u32, kind);
@@ -464,5 +471,88 @@ fn net_rx(boot: &BootInfo, t: &mut Tally) {
     match result {
         Ok(n) => report(t, "net-rx", true, format_args!("frames={n} in_order=true")),
         Err(why) => report(t, "net-rx", false, format_args!("{why}")),
+    }
+}
+
+/// 64 KiB of contiguous guest memory for benchmark reads (identity mapped: physically
+/// contiguous too).
+#[repr(C, align(4096))]
+struct BenchBuffer([u8; 65536]);
+static mut BENCH_BUFFER: BenchBuffer = BenchBuffer([0; 65536]);
+
+/// Sequential 64 KiB reads and random 4 KiB reads from the first disk, one request in flight,
+/// timed in TSC ticks (the host converts). `bench.seq=N`, `bench.rand=N` set the counts.
+fn blk_bench(boot: &BootInfo, t: &mut Tally) {
+    let seq_n: u64 = boot.arg("bench.seq").and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let rand_n: u64 = boot.arg("bench.rand").and_then(|v| v.parse().ok()).unwrap_or(4096);
+    let result = (|| -> Result<(u64, u64, u64), &'static str> {
+        let dev = disk(boot, false).or_else(|_| disk(boot, true))?;
+        let mut cap = [0u8; 8];
+        for (i, b) in cap.iter_mut().enumerate() {
+            *b = virtio::config_byte(&dev, i);
+        }
+        let sectors = u64::from_le_bytes(cap);
+        if sectors < 128 {
+            return Err("disk smaller than 64 KiB");
+        }
+        let buf = core::ptr::addr_of!(BENCH_BUFFER) as usize;
+        let mut slot = 0u16;
+        let start = cpu::rdtsc();
+        for i in 0..seq_n {
+            let sector = (i * 128) % (sectors - 127);
+            if blk_request_at(&dev, BLK_T_IN, sector, buf, 65536, slot)?.0 != 0 {
+                return Err("sequential read failed");
+            }
+            slot = slot.wrapping_add(1);
+        }
+        let seq_ticks = cpu::rdtsc() - start;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let start = cpu::rdtsc();
+        for _ in 0..rand_n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let sector = (x % (sectors / 8)) * 8;
+            if blk_request_at(&dev, BLK_T_IN, sector, buf, 4096, slot)?.0 != 0 {
+                return Err("random read failed");
+            }
+            slot = slot.wrapping_add(1);
+        }
+        Ok((seq_ticks, cpu::rdtsc() - start, sectors))
+    })();
+    match result {
+        Ok((seq, rand, sectors)) => report(
+            t,
+            "blk-bench",
+            true,
+            format_args!("sectors={sectors} seq64k_n={seq_n} seq64k_tsc={seq} rand4k_n={rand_n} rand4k_tsc={rand}"),
+        ),
+        Err(why) => report(t, "blk-bench", false, format_args!("{why}")),
+    }
+}
+
+/// `bench.frames=N` broadcast frames of 64 bytes out the TX queue, one in flight, timed in
+/// TSC ticks.
+fn net_bench(boot: &BootInfo, t: &mut Tally) {
+    let n: u16 = boot.arg("bench.frames").and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let result = (|| -> Result<u64, &'static str> {
+        let dev = virtio::devices(boot).find(|d| d.device_id == virtio::TYPE_NET).ok_or("no virtio-net device")?;
+        virtio::bring_up_queues(&dev, 2)?;
+        let tx = virtio::buffer_of(1);
+        let mut frame = [0u8; NET_HDR + 64];
+        frame[NET_HDR..NET_HDR + 6].copy_from_slice(&[0xff; 6]);
+        frame[NET_HDR + 12..NET_HDR + 14].copy_from_slice(&[0x88, 0xb5]);
+        // SAFETY: the TX queue's data page.
+        unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), tx as *mut u8, frame.len()) };
+        let start = cpu::rdtsc();
+        for slot in 0..n {
+            virtio::post(&dev, 1, &[Segment { addr: tx, len: frame.len() as u32, device_writes: false }], slot);
+            virtio::wait_used(&dev, 1, slot, 20_000_000)?;
+        }
+        Ok(cpu::rdtsc() - start)
+    })();
+    match result {
+        Ok(ticks) => report(t, "net-bench", true, format_args!("frames={n} tsc={ticks}")),
+        Err(why) => report(t, "net-bench", false, format_args!("{why}")),
     }
 }
