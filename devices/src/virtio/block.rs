@@ -26,11 +26,18 @@ const MAX_REQUEST_BYTES: u64 = 4 << 20;
 
 const VIRTIO_BLK_F_RO: u64 = 1 << 5;
 const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
+const VIRTIO_BLK_F_DISCARD: u64 = 1 << 13;
+const VIRTIO_BLK_F_WRITE_ZEROES: u64 = 1 << 14;
+/// Limits advertised for discard and write-zeroes: sectors per segment, segments per request.
+const MAX_RANGE_SECTORS: u32 = 1 << 22;
+const MAX_RANGE_SEGMENTS: u32 = 1;
 
 const T_IN: u32 = 0;
 const T_OUT: u32 = 1;
 const T_FLUSH: u32 = 4;
 const T_GET_ID: u32 = 8;
+const T_DISCARD: u32 = 11;
+const T_WRITE_ZEROES: u32 = 13;
 
 const S_OK: u8 = 0;
 const S_IOERR: u8 = 1;
@@ -146,7 +153,7 @@ impl Block {
             .map_err(|_| bad("header outside RAM"))?;
         let device_writes = match kind {
             T_IN | T_GET_ID => Some(true),
-            T_OUT => Some(false),
+            T_OUT | T_DISCARD | T_WRITE_ZEROES => Some(false),
             _ => None,
         };
         if let Some(want) = device_writes {
@@ -217,6 +224,52 @@ impl IoThread {
         Ok(())
     }
 
+    /// Discard and write-zeroes: each 16-byte segment {sector, num_sectors, flags} becomes a
+    /// zeroed range (a punched hole where the file system can). Reading back gives zeroes
+    /// either way, which discard allows and write-zeroes requires.
+    fn zero_ranges(&self, req: &Request) -> Result<(), u8> {
+        let mut segments = Vec::new();
+        for &(addr, len) in &req.data {
+            let mut buf = vec![0u8; len as usize];
+            self.mem.read_slice(&mut buf, addr).map_err(|_| S_IOERR)?;
+            segments.extend(buf.chunks_exact(16).map(|c| {
+                let sector = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                let count = u32::from_le_bytes([c[8], c[9], c[10], c[11]]);
+                (sector, count)
+            }));
+        }
+        if segments.is_empty() || segments.len() > MAX_RANGE_SEGMENTS as usize {
+            return Err(S_UNSUPP);
+        }
+        for (sector, count) in segments {
+            let end = sector.checked_add(u64::from(count)).ok_or(S_IOERR)?;
+            if count > MAX_RANGE_SECTORS || end > self.capacity_sectors {
+                return Err(S_IOERR);
+            }
+            let (offset, len) = (
+                (sector * SECTOR_SIZE) as libc::off_t,
+                (u64::from(count) * SECTOR_SIZE) as libc::off_t,
+            );
+            // SAFETY: fallocate on our own file descriptor with a checked range.
+            let punched = unsafe {
+                libc::fallocate(
+                    self.file.as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    offset,
+                    len,
+                )
+            };
+            if punched != 0 {
+                // No hole punching here: write the zeroes.
+                let zeroes = vec![0u8; len as usize];
+                self.file
+                    .write_all_at(&zeroes, offset as u64)
+                    .map_err(|_| S_IOERR)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Byte range of the request on the disk, if it fits.
     fn range(&self, req: &Request) -> Option<(u64, u64)> {
         let total: u64 = req.data.iter().map(|d| u64::from(d.1)).sum();
@@ -268,6 +321,15 @@ impl IoThread {
                     (S_IOERR, 0)
                 }
             }
+            T_DISCARD | T_WRITE_ZEROES => {
+                if self.readonly {
+                    return (S_IOERR, 0);
+                }
+                match self.zero_ranges(req) {
+                    Ok(()) => (S_OK, 0),
+                    Err(status) => (status, 0),
+                }
+            }
             T_GET_ID => match req.data.first() {
                 Some(&(addr, len)) => {
                     let n = (len as usize).min(ID_BYTES);
@@ -289,16 +351,33 @@ impl VirtioDevice for Block {
     }
 
     fn features(&self) -> u64 {
-        VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_FLUSH | if self.readonly { VIRTIO_BLK_F_RO } else { 0 }
+        let writable = if self.readonly {
+            VIRTIO_BLK_F_RO
+        } else {
+            VIRTIO_BLK_F_DISCARD | VIRTIO_BLK_F_WRITE_ZEROES
+        };
+        VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_FLUSH | writable
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
         &QUEUE_SIZES
     }
 
-    /// Config space: capacity in 512-byte sectors at offset 0; the rest reads as zero.
+    /// Config space (virtio_blk_config): capacity in 512-byte sectors, and the discard and
+    /// write-zeroes limits; everything else reads as zero.
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let config = self.capacity_sectors.to_le_bytes();
+        let mut config = [0u8; 60];
+        config[..8].copy_from_slice(&self.capacity_sectors.to_le_bytes());
+        for (at, value) in [
+            (36, MAX_RANGE_SECTORS),
+            (40, MAX_RANGE_SEGMENTS),
+            (44, 1),
+            (48, MAX_RANGE_SECTORS),
+            (52, MAX_RANGE_SEGMENTS),
+        ] {
+            config[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        }
+        config[56] = 1; // write_zeroes_may_unmap
         for (i, byte) in data.iter_mut().enumerate() {
             *byte = usize::try_from(offset)
                 .ok()
@@ -618,6 +697,55 @@ mod tests {
             t.lock().unwrap().read(0, 0x70, &mut status);
             assert_ne!(u32::from_le_bytes(status) & 64, 0, "needs reset");
         }
+    }
+
+    #[test]
+    fn discard_and_write_zeroes_clear_ranges() {
+        let disk = Disk::new("zero", 16);
+        std::fs::write(&disk.path, vec![0x5a; 16 * 512]).unwrap();
+        let m = mem();
+        let vq = MockSplitQueue::create(&m, GuestAddress(0x10000), 16);
+        let t = transport(
+            &m,
+            &vq,
+            BlockConfig {
+                path: disk.path.clone(),
+                readonly: false,
+                id: String::new(),
+            },
+        );
+        header(&m, 0x30000, T_DISCARD, 0);
+        header(&m, 0x30100, T_WRITE_ZEROES, 0);
+        header(&m, 0x30200, T_WRITE_ZEROES, 0);
+        let range = |at: u64, sector: u64, count: u32| {
+            m.write_obj(sector, GuestAddress(at)).unwrap();
+            m.write_obj(count, GuestAddress(at + 8)).unwrap();
+            m.write_obj(0u32, GuestAddress(at + 12)).unwrap();
+        };
+        range(0x40000, 2, 2); // discard sectors 2-3
+        range(0x40100, 8, 1); // zero sector 8
+        range(0x40200, 15, 2); // past the end
+        let mut descs = chain(0x30000, Some((0x40000, 16, false)), 0x50000);
+        descs.extend(chain(0x30100, Some((0x40100, 16, false)), 0x50001));
+        descs.extend(chain(0x30200, Some((0x40200, 16, false)), 0x50002));
+        vq.add_desc_chains(&link(&descs), 0).unwrap();
+        run(&t, &vq, 3);
+        let statuses: Vec<u8> = (0..3)
+            .map(|i| m.read_obj(GuestAddress(0x50000 + i)).unwrap())
+            .collect();
+        assert_eq!(statuses, vec![S_OK, S_OK, S_IOERR]);
+        let data = std::fs::read(&disk.path).unwrap();
+        assert_eq!(data.len(), 16 * 512, "size kept");
+        assert!(data[2 * 512..4 * 512].iter().all(|b| *b == 0));
+        assert!(data[8 * 512..9 * 512].iter().all(|b| *b == 0));
+        assert!(
+            data[4 * 512..8 * 512].iter().all(|b| *b == 0x5a),
+            "neighbours untouched"
+        );
+        assert!(
+            data[15 * 512..].iter().all(|b| *b == 0x5a),
+            "the refused range untouched"
+        );
     }
 
     #[test]
