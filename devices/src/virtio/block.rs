@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use virtio_queue::{Queue, QueueOwnedT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-use super::{GuestError, VirtioDevice, TYPE_BLOCK, VIRTIO_F_VERSION_1};
+use super::{read_config_bytes, GuestError, VirtioDevice, TYPE_BLOCK, VIRTIO_F_VERSION_1};
 
 const SECTOR_SIZE: u64 = 512;
 const QUEUE_SIZES: [u16; 1] = [256];
@@ -378,14 +378,7 @@ impl VirtioDevice for Block {
             config[at..at + 4].copy_from_slice(&value.to_le_bytes());
         }
         config[56] = 1; // write_zeroes_may_unmap
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|at| config.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_bytes(&config, offset, data);
     }
 
     fn process_queue(

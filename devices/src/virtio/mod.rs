@@ -54,6 +54,19 @@ impl std::fmt::Display for GuestError {
     }
 }
 
+/// Copies the part of a device's configuration space `config` that `data` reads at `offset`;
+/// bytes beyond it read as zero (a driver may probe any offset).
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, byte) in data.iter_mut().enumerate() {
+        *byte = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|at| config.get(at))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
 /// A virtio device behind a transport.
 pub trait VirtioDevice: Send {
     fn device_type(&self) -> u32;

@@ -9,7 +9,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestMemoryMmap};
 
 use super::tap::Tap;
-use super::{GuestError, VirtioDevice, TYPE_NET, VIRTIO_F_VERSION_1};
+use super::{read_config_bytes, GuestError, VirtioDevice, TYPE_NET, VIRTIO_F_VERSION_1};
 
 const RX: usize = 0;
 const TX: usize = 1;
@@ -166,14 +166,7 @@ impl VirtioDevice for Net {
         let mut config = [0u8; 8];
         config[..6].copy_from_slice(&self.mac);
         config[6..].copy_from_slice(&LINK_UP.to_le_bytes());
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|at| config.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_bytes(&config, offset, data);
     }
 
     fn process_queue(

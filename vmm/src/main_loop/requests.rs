@@ -104,10 +104,19 @@ impl Requests {
     /// Waits until the loop has acted on `ticket`; returns the run state then, or None on
     /// timeout.
     pub fn wait_handled(&self, ticket: Ticket, timeout: Duration) -> Option<RunState> {
+        self.wait_published(|p| p.handled >= ticket.0, timeout)
+    }
+
+    /// Waits until what the loop published satisfies `done`; returns the run state then.
+    fn wait_published(
+        &self,
+        done: impl Fn(&Published) -> bool,
+        timeout: Duration,
+    ) -> Option<RunState> {
         let deadline = Instant::now() + timeout;
         let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if published.handled >= ticket.0 {
+            if done(&published) {
                 return Some(published.state);
             }
             let left = deadline.checked_duration_since(Instant::now())?;
@@ -205,18 +214,6 @@ impl Requests {
         done: impl Fn(RunState) -> bool,
         timeout: Duration,
     ) -> Option<RunState> {
-        let deadline = Instant::now() + timeout;
-        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if done(published.state) {
-                return Some(published.state);
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            published = self
-                .state_changed
-                .wait_timeout(published, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        self.wait_published(|p| done(p.state), timeout)
     }
 }
