@@ -229,6 +229,10 @@ impl IoThread {
     /// either way, which discard allows and write-zeroes requires.
     fn zero_ranges(&self, req: &Request) -> Result<(), u8> {
         let mut segments = Vec::new();
+        let bytes: u64 = req.data.iter().map(|d| u64::from(d.1)).sum();
+        if bytes > 16 * u64::from(MAX_RANGE_SEGMENTS) {
+            return Err(S_UNSUPP); // more segments than advertised (checked before allocating)
+        }
         for &(addr, len) in &req.data {
             let mut buf = vec![0u8; len as usize];
             self.mem.read_slice(&mut buf, addr).map_err(|_| S_IOERR)?;
@@ -260,11 +264,16 @@ impl IoThread {
                 )
             };
             if punched != 0 {
-                // No hole punching here: write the zeroes.
-                let zeroes = vec![0u8; len as usize];
-                self.file
-                    .write_all_at(&zeroes, offset as u64)
-                    .map_err(|_| S_IOERR)?;
+                // No hole punching here: write the zeroes, a bounded chunk at a time.
+                let zeroes = [0u8; 64 * 1024];
+                let (mut at, end) = (offset as u64, (offset + len) as u64);
+                while at < end {
+                    let n = (end - at).min(zeroes.len() as u64) as usize;
+                    self.file
+                        .write_all_at(&zeroes[..n], at)
+                        .map_err(|_| S_IOERR)?;
+                    at += n as u64;
+                }
             }
         }
         Ok(())
