@@ -196,7 +196,8 @@ impl MainLoop {
 
     fn handle_requests(&mut self, machine: &mut dyn Machine) -> Option<LoopExit> {
         let requests = self.requests.clone();
-        if requests.take(|p| std::mem::take(&mut p.debug)) {
+        // As QEMU's vm_stop(RUN_STATE_DEBUG): only a running VM stops for the debugger.
+        if requests.take(|p| std::mem::take(&mut p.debug)) && self.state() == RunState::Running {
             self.vm_stop(machine, RunState::Debug);
         }
         if requests.take(|p| std::mem::take(&mut p.suspend)) && self.state() == RunState::Running {

@@ -150,6 +150,18 @@ fn suspend_wakeup_and_debug() {
     ml.requests().debug_request();
     ml.main_loop_should_exit(&mut m);
     assert_eq!(ml.state(), RunState::Debug);
+    assert_eq!(m.calls, vec!["pause", "wakeup", "resume", "pause"]);
+    // A paused VM ignores a debug request (Paused -> Debug is not a transition).
+    ml.requests().vm_start_request();
+    ml.main_loop_should_exit(&mut m);
+    ml.requests().vmstop_request(RunState::Paused);
+    ml.main_loop_should_exit(&mut m);
+    assert_eq!(ml.state(), RunState::Paused);
+    m.calls.clear();
+    ml.requests().debug_request();
+    ml.main_loop_should_exit(&mut m);
+    assert_eq!(ml.state(), RunState::Paused);
+    assert!(m.calls.is_empty(), "{:?}", m.calls);
 }
 
 #[test]
