@@ -3,8 +3,12 @@
 //! (in the VMM) installs it as a KVM GSI route behind the pin's irqfd. A device's eventfd write
 //! then reaches the target LAPIC entirely in the kernel.
 //!
-//! Not modelled: remote IRR / EOI for level-triggered pins (every pin behaves as edge through
-//! its irqfd), delivery status, and the polarity bit's effect (both stored and read back).
+//! Level-triggered pins, minimally: the trigger bit goes into the MSI (so KVM's LAPIC sets TMR
+//! and reports the guest's EOI to userspace as KVM_EXIT_IOAPIC_EOI), and an EOI, from that exit
+//! via `end_of_interrupt` or from the EOI register, is passed on to the router for each
+//! level-triggered pin with that vector, so the VMM can re-raise a line that is still asserted.
+//! Not modelled: the remote IRR bit (delivery happens in the kernel, so this side never sees
+//! it; it reads as 0), delivery status, and the polarity bit's effect (stored and read back).
 
 use crate::bus::BusDevice;
 
@@ -27,6 +31,9 @@ const ENTRY_DEST_LOGICAL: u64 = 1 << 11;
 const ENTRY_WRITABLE: u64 = 0xff00_0000_0001_afff;
 
 const MSI_ADDRESS_BASE: u32 = 0xfee0_0000;
+/// Address bit 3: let the chipset pick any CPU of the destination set (lowest priority).
+const MSI_ADDRESS_REDIRECTION_HINT: u32 = 1 << 3;
+const DELIVERY_MODE_LOWEST_PRIORITY: u32 = 1;
 const MSI_DATA_LEVEL_ASSERT: u32 = 1 << 14;
 
 /// An x86 MSI: what the LAPICs see on the bus.
@@ -40,6 +47,10 @@ pub struct MsiMessage {
 /// Installs the MSI a pin (GSI) delivers; `None` while the pin is masked.
 pub trait MsiRouter: Send {
     fn set_route(&self, gsi: u32, msi: Option<MsiMessage>);
+
+    /// The guest ended the interrupt of level-triggered pin `gsi`. Nothing to do for sources
+    /// that signal edges through an irqfd.
+    fn end_of_interrupt(&self, _gsi: u32) {}
 }
 
 pub struct Ioapic {
@@ -59,12 +70,17 @@ fn entry_to_msi(entry: u64) -> Option<MsiMessage> {
     let dest = ((entry >> 56) & 0xff) as u32;
     let logical = u32::from(entry & ENTRY_DEST_LOGICAL != 0);
     let level = entry & ENTRY_LEVEL != 0;
+    let hint = if delivery_mode == DELIVERY_MODE_LOWEST_PRIORITY {
+        MSI_ADDRESS_REDIRECTION_HINT
+    } else {
+        0
+    };
     let mut data = vector | (delivery_mode << 8);
     if level {
         data |= (1 << 15) | MSI_DATA_LEVEL_ASSERT;
     }
     Some(MsiMessage {
-        address_lo: MSI_ADDRESS_BASE | (dest << 12) | (logical << 2),
+        address_lo: MSI_ADDRESS_BASE | (dest << 12) | hint | (logical << 2),
         address_hi: 0,
         data,
     })
@@ -87,6 +103,16 @@ impl Ioapic {
         self.entries = [ENTRY_MASKED; IOAPIC_PINS];
         for pin in 0..IOAPIC_PINS {
             self.router.set_route(pin as u32, None);
+        }
+    }
+
+    /// The guest signalled EOI for `vector` (KVM_EXIT_IOAPIC_EOI, or the EOI register).
+    pub fn end_of_interrupt(&mut self, vector: u8) {
+        for (pin, entry) in self.entries.iter().enumerate() {
+            let level = entry & ENTRY_LEVEL != 0;
+            if level && entry & ENTRY_MASKED == 0 && (entry & 0xff) as u8 == vector {
+                self.router.end_of_interrupt(pin as u32);
+            }
         }
     }
 
@@ -159,7 +185,7 @@ impl BusDevice for Ioapic {
         match offset {
             OFFSET_REGSEL => self.selected = value & 0xff,
             OFFSET_WINDOW => self.write_register(self.selected, value),
-            OFFSET_EOI => {} // edge semantics through irqfd: nothing to clear
+            OFFSET_EOI => self.end_of_interrupt(value as u8),
             _ => {}
         }
     }
@@ -172,17 +198,33 @@ mod tests {
 
     type Routes = Arc<Mutex<Vec<(u32, Option<MsiMessage>)>>>;
 
-    struct Recorder(Routes);
+    struct Recorder {
+        routes: Routes,
+        eois: Arc<Mutex<Vec<u32>>>,
+    }
 
     impl MsiRouter for Recorder {
         fn set_route(&self, gsi: u32, msi: Option<MsiMessage>) {
-            self.0.lock().unwrap().push((gsi, msi));
+            self.routes.lock().unwrap().push((gsi, msi));
+        }
+        fn end_of_interrupt(&self, gsi: u32) {
+            self.eois.lock().unwrap().push(gsi);
         }
     }
 
-    fn ioapic() -> (Ioapic, Routes) {
+    fn ioapic_with_eois() -> (Ioapic, Routes, Arc<Mutex<Vec<u32>>>) {
         let routes: Routes = Arc::default();
-        (Ioapic::new(Box::new(Recorder(routes.clone()))), routes)
+        let eois = Arc::default();
+        let recorder = Recorder {
+            routes: routes.clone(),
+            eois: Arc::clone(&eois),
+        };
+        (Ioapic::new(Box::new(recorder)), routes, eois)
+    }
+
+    fn ioapic() -> (Ioapic, Routes) {
+        let (io, routes, _) = ioapic_with_eois();
+        (io, routes)
     }
 
     fn write_reg(io: &mut Ioapic, reg: u32, value: u32) {
@@ -237,11 +279,27 @@ mod tests {
         assert_eq!(
             entry_to_msi(entry),
             Some(MsiMessage {
-                address_lo: 0xfee0_3004,
+                address_lo: 0xfee0_300c,
                 address_hi: 0,
                 data: 0x31 | (1 << 8) | (1 << 15) | (1 << 14)
             })
         );
+    }
+
+    #[test]
+    fn eoi_reaches_level_pins_with_that_vector_only() {
+        let (mut io, _, eois) = ioapic_with_eois();
+        write_reg(&mut io, 0x10 + 2 * 5, 0x41 | ENTRY_LEVEL as u32); // pin 5: level, 0x41
+        write_reg(&mut io, 0x10 + 2 * 6, 0x41); // pin 6: edge, same vector
+        write_reg(
+            &mut io,
+            0x10 + 2 * 7,
+            0x41 | (ENTRY_LEVEL | ENTRY_MASKED) as u32,
+        ); // masked
+        io.end_of_interrupt(0x41);
+        io.end_of_interrupt(0x42);
+        io.write(0, OFFSET_EOI, &0x41u32.to_le_bytes());
+        assert_eq!(*eois.lock().unwrap(), vec![5, 5]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub use debug_exit::DebugExit;
 pub use i8042::I8042;
 pub use ioapic::{Ioapic, MsiMessage, MsiRouter, IOAPIC_PINS};
 pub use noop::{register_noops, Noop};
-pub use serial::Serial;
+pub use serial::{Serial, SerialOutput, SerialOutputError};
 
 /// COM1: the 8250 UART's ports and its ISA interrupt line.
 pub const COM1_BASE: u64 = 0x3f8;

@@ -2,7 +2,11 @@
 //! KVM as an irqfd; its output goes to any writer, and a writer that fails (closed stdout, full
 //! disk) is reported once and then ignored so the guest never stalls on its console.
 
+use std::fmt;
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
 
 use vm_superio::serial::SerialEvents;
 use vm_superio::Trigger;
@@ -21,28 +25,81 @@ impl Trigger for IrqTrigger {
     }
 }
 
-/// Console output that reports its first failure and drops output after it.
+/// Console output that never fails towards the UART: a failed write (closed stdout, full disk)
+/// is counted and the first one logged, and the byte is dropped. Later writes are still tried,
+/// so output resumes if the failure was transient.
 struct ConsoleWriter {
     out: Box<dyn Write + Send>,
-    failed: bool,
+    failed_writes: u64,
 }
 
 impl Write for ConsoleWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if !self.failed {
-            if let Err(e) = self.out.write_all(buf) {
-                self.failed = true;
-                log::warn!("serial console output failed, dropping further output: {e}");
+        if let Err(e) = self.out.write_all(buf) {
+            if self.failed_writes == 0 {
+                log::warn!("serial console output failed, dropping output: {e}");
             }
+            self.failed_writes = self.failed_writes.saturating_add(1);
         }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if !self.failed {
-            let _ = self.out.flush();
-        }
+        let _ = self.out.flush();
         Ok(())
+    }
+}
+
+/// Where the console's output goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SerialOutput {
+    Stdout,
+    /// Created, or truncated if it exists.
+    File(PathBuf),
+    Sink,
+}
+
+/// Opening a `SerialOutput::File` failed.
+#[derive(Debug)]
+pub struct SerialOutputError {
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+impl fmt::Display for SerialOutputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "serial output {}: {}", self.path.display(), self.source)
+    }
+}
+
+impl std::error::Error for SerialOutputError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl SerialOutput {
+    /// The writer for `Serial::new`. Unbuffered: the UART writes one byte per guest OUT, and
+    /// each must be visible at once (a guest that hangs later still shows its last words).
+    pub fn open(&self) -> Result<Box<dyn Write + Send>, SerialOutputError> {
+        match self {
+            // Stdout's own handle is line-buffered behind a lock; a duplicate of its fd is not.
+            SerialOutput::Stdout => io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map(|fd| Box::new(File::from(fd)) as Box<dyn Write + Send>)
+                .map_err(|source| SerialOutputError {
+                    path: PathBuf::from("<stdout>"),
+                    source,
+                }),
+            SerialOutput::File(path) => File::create(path)
+                .map(|f| Box::new(f) as Box<dyn Write + Send>)
+                .map_err(|source| SerialOutputError {
+                    path: path.clone(),
+                    source,
+                }),
+            SerialOutput::Sink => Ok(Box::new(io::sink())),
+        }
     }
 }
 
@@ -67,7 +124,10 @@ pub struct Serial {
 impl Serial {
     /// `input_drained`, if given, is written each time the guest empties the receive FIFO.
     pub fn new(irq: EventFd, out: Box<dyn Write + Send>, input_drained: Option<EventFd>) -> Serial {
-        let writer = ConsoleWriter { out, failed: false };
+        let writer = ConsoleWriter {
+            out,
+            failed_writes: 0,
+        };
         let events = InputDrained(input_drained);
         Serial {
             uart: vm_superio::Serial::with_events(IrqTrigger(irq), events, writer),
@@ -91,6 +151,11 @@ impl Serial {
     /// Free space in the receive FIFO.
     pub fn input_space(&self) -> usize {
         self.uart.fifo_capacity()
+    }
+
+    /// How many console writes failed (their bytes were dropped).
+    pub fn output_errors(&self) -> u64 {
+        self.uart.writer().failed_writes
     }
 }
 
@@ -202,6 +267,27 @@ mod tests {
         let mut lsr = [0u8];
         s.read(0x3f8, 5, &mut lsr);
         assert_ne!(lsr[0] & 0x20, 0, "THR still empty");
+        assert_eq!(s.output_errors(), 3);
+    }
+
+    #[test]
+    fn file_output_is_truncated_and_receives_bytes() {
+        let path = std::env::temp_dir().join(format!("devices-serial-{}", std::process::id()));
+        std::fs::write(&path, b"old contents").unwrap();
+        let out = SerialOutput::File(path.clone()).open().unwrap();
+        let (mut s, _) = serial(out);
+        s.write(0x3f8, 0, b"k");
+        assert_eq!(std::fs::read(&path).unwrap(), b"k");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn unopenable_file_names_its_path() {
+        let path = PathBuf::from("/nonexistent-dir/console.log");
+        let err = SerialOutput::File(path.clone()).open().err().unwrap();
+        assert_eq!(err.path, path);
+        assert!(err.to_string().contains("/nonexistent-dir/console.log"));
+        assert!(SerialOutput::Sink.open().is_ok());
     }
 
     #[test]
