@@ -137,6 +137,7 @@ impl Machine {
             mmio_bus: Arc::new(mmio),
             requests,
             memory: vm.memory().clone(),
+            ioapic: ioapic.clone(),
         };
         let vcpus = VcpuGroup::start(vcpu_fds, entry, ctx).map_err(Error::Vcpu)?;
         Ok(Machine {

@@ -1,12 +1,11 @@
 //! `vmm`: the standalone launcher. `vmm run` boots one guest and exits when it ends.
 
-use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use devices::legacy::SerialOutput;
 use vmm::cli::{self, Cli, Command, RunArgs};
 use vmm::config::{SerialConfig, VmConfig};
 use vmm::console::{self, StdinForwarder};
@@ -78,25 +77,22 @@ fn fail(message: &str) -> u8 {
 
 /// The console's output: each guest byte is one write(2), unbuffered, like the peers.
 fn open_serial_output(config: &VmConfig) -> Result<Box<dyn Write + Send>, String> {
-    match &config.serial {
-        SerialConfig::Stdio => {
-            let stdout = std::io::stdout()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| format!("cannot use stdout for the console: {e}"))?;
-            Ok(Box::new(File::from(stdout)))
-        }
-        SerialConfig::File(path) => File::create(path)
-            .map(|f| Box::new(f) as Box<dyn Write + Send>)
-            .map_err(|e| {
-                format!(
-                    "--serial file={}: {}",
-                    path.display(),
-                    cli::describe_io_error(&e)
-                )
-            }),
-        SerialConfig::None => Ok(Box::new(std::io::sink())),
-    }
+    let output = match &config.serial {
+        SerialConfig::Stdio => SerialOutput::Stdout,
+        SerialConfig::File(path) => SerialOutput::File(path.clone()),
+        SerialConfig::None => SerialOutput::Sink,
+    };
+    output.open().map_err(|e| match &config.serial {
+        SerialConfig::File(path) => format!(
+            "--serial file={}: {}",
+            path.display(),
+            cli::describe_io_error(&e.source)
+        ),
+        _ => format!(
+            "cannot use stdout for the console: {}",
+            cli::describe_io_error(&e.source)
+        ),
+    })
 }
 
 /// Feeds stdin to the UART from the main loop; the terminal goes raw if it is one.

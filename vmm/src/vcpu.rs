@@ -12,6 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use devices::bus::Bus;
+use devices::legacy::Ioapic;
 use kvm_bindings::{kvm_mp_state, kvm_run, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vm_memory::GuestMemoryMmap;
@@ -77,6 +78,8 @@ pub struct VcpuContext {
     pub mmio_bus: Arc<Bus>,
     pub requests: Arc<Requests>,
     pub memory: GuestMemoryMmap,
+    /// The userspace IOAPIC (split irqchip): told when the guest ends a level-triggered interrupt.
+    pub ioapic: Arc<Mutex<Ioapic>>,
 }
 
 /// The set of vCPU threads of one VM and the means to pause, resume and stop them.
@@ -333,6 +336,15 @@ impl VcpuThread {
                 if !self.ctx.mmio_bus.read(addr, data) {
                     data.fill(0xff);
                 }
+                Next::Run
+            }
+            // Split irqchip: the guest's LAPIC EOI for a vector routed from a level-triggered pin.
+            VcpuExit::IoapicEoi(vector) => {
+                self.ctx
+                    .ioapic
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .end_of_interrupt(vector);
                 Next::Run
             }
             // With the in-kernel LAPIC KVM handles HLT itself; one that reaches us is harmless.
