@@ -3,22 +3,35 @@
 use core::fmt::Write;
 
 use crate::boot::BootInfo;
-use crate::io::{self, Console, COM1};
+use crate::io::{self, Console, COM1, LSR_THR_EMPTY, UART_LSR, UART_SCRATCH};
+use crate::physmem::IdentityMap;
 use crate::virtio::{self, Segment};
 use crate::{cpu, mptable};
 
 /// Survives a reset (the VMM keeps RAM, like QEMU): lets `reset` know it already rebooted.
+/// A magic word, then a count of reboots asked for.
 const RESET_MARKER: *mut u64 = 0x80000 as *mut u64;
+const RESET_COUNTER: *mut u64 = 0x80008 as *mut u64;
 const RESET_MAGIC: u64 = 0x7465_7365_7276_6d6d; // "vmmreset"
+const IMAGE_START: u64 = 0x10_0000;
 
+#[derive(Default)]
 pub struct Tally {
     pub pass: u32,
     pub fail: u32,
 }
 
 fn report(t: &mut Tally, name: &str, ok: bool, detail: core::fmt::Arguments) {
-    if ok { t.pass += 1 } else { t.fail += 1 }
-    let _ = writeln!(Console, "TEST {name} {} {detail}", if ok { "PASS" } else { "FAIL" });
+    if ok {
+        t.pass += 1
+    } else {
+        t.fail += 1
+    }
+    let _ = writeln!(
+        Console,
+        "TEST {name} {} {detail}",
+        if ok { "PASS" } else { "FAIL" }
+    );
 }
 
 pub fn run(boot: &BootInfo, name: &str, t: &mut Tally) {
@@ -44,40 +57,65 @@ pub fn run(boot: &BootInfo, name: &str, t: &mut Tally) {
     }
 }
 
+/// The UART's scratch register holds what was written, and the transmitter is ready.
 fn serial(t: &mut Tally) {
-    let scratch_ok = [0x55u8, 0xaa, 0x00, 0xff].iter().all(|&p| {
-        io::outb(COM1 + 7, p);
-        io::inb(COM1 + 7) == p
+    let scratch_ok = [0x55u8, 0xaa, 0x00, 0xff, 0x5a].iter().all(|&p| {
+        io::outb(COM1 + UART_SCRATCH, p);
+        io::inb(COM1 + UART_SCRATCH) == p
     });
-    let lsr = io::inb(COM1 + 5);
-    report(t, "serial", scratch_ok && lsr & 0x20 != 0, format_args!("scratch={} lsr={lsr:#04x}", if scratch_ok { "ok" } else { "bad" }));
+    let lsr = io::inb(COM1 + UART_LSR);
+    let ok = scratch_ok && lsr != 0xff && lsr & LSR_THR_EMPTY != 0;
+    report(
+        t,
+        "serial",
+        ok,
+        format_args!(
+            "scratch={} lsr={lsr:#04x}",
+            if scratch_ok { "ok" } else { "bad" }
+        ),
+    );
 }
 
+/// A map exists, its entries do not overlap, and one RAM entry covers the guest image.
 fn e820(boot: &BootInfo, t: &mut Tally) {
-    let map = boot.e820();
-    let sorted = map.windows(2).all(|w| w[0].addr.saturating_add(w[0].size) <= w[1].addr);
-    let image_end = crate::image_end();
-    let covers_image = map.iter().any(|e| e.kind == 1 && e.addr <= 0x10_0000 && e.addr + e.size >= image_end);
-    let ok = !map.is_empty() && sorted && covers_image;
-    report(t, "e820", ok, format_args!("entries={} ram={}MiB sorted={sorted} covers_image={covers_image}", map.len(), boot.ram_mib()));
+    let map = &boot.memmap;
+    if map.entries().is_empty() {
+        report(t, "e820", false, format_args!("no memory map given"));
+        return;
+    }
+    let non_overlapping = map.non_overlapping();
+    let covers_image = map.ram_covers(IMAGE_START, crate::image_end());
+    report(
+        t,
+        "e820",
+        non_overlapping && covers_image,
+        format_args!(
+            "entries={} ram={}MiB order={} non_overlapping={non_overlapping} covers_image={covers_image} empty={} dropped={}",
+            map.entries().len(),
+            map.ram_mib(),
+            if map.given_sorted { "sorted" } else { "unsorted" },
+            map.empty,
+            map.dropped
+        ),
+    );
 }
 
 /// CPUs from the MP table (1 without one); with `cpus=N` the count must match.
-pub fn cpu_count(boot: &BootInfo) -> Result<(u32, &'static str), &'static str> {
-    match mptable::find(boot.e820())? {
-        Some(mp) if mp.boot_cpus != 1 => Err("MP table must flag exactly one boot CPU"),
-        Some(mp) => Ok((mp.cpus, "MP table")),
-        None => Ok((1, "no MP table")),
-    }
-}
-
 fn cpus(boot: &BootInfo, t: &mut Tally) {
-    match cpu_count(boot) {
-        Err(why) => report(t, "cpus", false, format_args!("{why}")),
+    match mptable::cpu_count(&IdentityMap) {
+        Err(why) => report(t, "cpus", false, format_args!("MP table: {why}")),
         Ok((n, source)) => {
-            let expected = boot.arg("cpus").and_then(|v| v.parse::<u32>().ok());
-            let ok = expected.is_none_or(|e| e == n);
-            report(t, "cpus", ok, format_args!("count={n} expected={} source={source}", expected.unwrap_or(n)));
+            let expected = boot.number("cpus");
+            let ok = expected.is_none_or(|e| e == u64::from(n));
+            match expected {
+                Some(e) => report(
+                    t,
+                    "cpus",
+                    ok,
+                    format_args!("count={n} expected={e} source={source}"),
+                ),
+                None => report(t, "cpus", ok, format_args!("count={n} source={source}")),
+            }
         }
     }
 }
@@ -88,11 +126,23 @@ fn cpuid(t: &mut Tally) {
     let mut sig = [0u8; 12];
     let hv = cpu::hypervisor(&mut sig);
     let ok = !v.is_empty() && hv.is_some();
-    report(t, "cpuid", ok, format_args!("vendor={v} hypervisor={} apic_id={}", hv.unwrap_or("none"), cpu::apic_id()));
+    report(
+        t,
+        "cpuid",
+        ok,
+        format_args!(
+            "vendor={v} hypervisor={} apic_id={}",
+            hv.unwrap_or("none"),
+            cpu::apic_id()
+        ),
+    );
 }
 
+/// First run: leave a marker in RAM and reset (no TEST line yet). After the reboot: the
+/// marker is there, so the reset came back; clear it and pass.
 fn reset(t: &mut Tally) {
-    // SAFETY: 0x80000 is low RAM the VMM leaves alone; we own it.
+    // SAFETY: 0x80000 is low RAM outside the image that the VMMs leave alone; only this
+    // check uses it.
     let marker = unsafe { core::ptr::read_volatile(RESET_MARKER) };
     if marker == RESET_MAGIC {
         // SAFETY: as above.
@@ -100,26 +150,37 @@ fn reset(t: &mut Tally) {
         report(t, "reset", true, format_args!("rebooted"));
     } else {
         // SAFETY: as above.
-        unsafe { core::ptr::write_volatile(RESET_MARKER, RESET_MAGIC) };
+        unsafe {
+            let count = core::ptr::read_volatile(RESET_COUNTER);
+            core::ptr::write_volatile(RESET_COUNTER, count.wrapping_add(1));
+            core::ptr::write_volatile(RESET_MARKER, RESET_MAGIC);
+        }
         let _ = writeln!(Console, "reset: rebooting");
         io::reset();
     }
 }
 
+/// `pio.count` writes to the no-op port, each one an exit, timed in TSC ticks.
 fn pio_bench(boot: &BootInfo, t: &mut Tally) {
-    let n: u64 = boot.arg("pio.count").and_then(|v| v.parse().ok()).unwrap_or(100_000).max(1);
+    let n = boot.number("pio.count").unwrap_or(100_000).max(1);
     let start = cpu::rdtsc();
     for _ in 0..n {
         io::outb(io::NOOP_PORT, 0);
     }
-    let ticks = cpu::rdtsc() - start;
-    report(t, "pio-bench", true, format_args!("n={n} tsc={ticks} per_exit={}", ticks / n));
+    let ticks = cpu::rdtsc().wrapping_sub(start);
+    report(
+        t,
+        "pio-bench",
+        true,
+        format_args!("n={n} tsc={ticks} per_exit={}", ticks / n),
+    );
 }
 
+/// `ticker.count` lines `TICK k`, ~50 ms of native CPL3 spinning apart.
 fn ticker(boot: &BootInfo, t: &mut Tally) {
-    let count: u32 = boot.arg("ticker.count").and_then(|v| v.parse().ok()).unwrap_or(20);
+    let count = boot.number("ticker.count").unwrap_or(20);
     for k in 1..=count {
-        io::spin(70_000_000); // ~50 ms of native CPL3 work
+        io::wait_ms(50);
         let _ = writeln!(Console, "TICK {k}");
     }
     report(t, "ticker", true, format_args!("ticks={count}"));
@@ -137,13 +198,29 @@ fn rng(boot: &BootInfo, t: &mut Tally) {
     let buf = virtio::buffer();
     // SAFETY: the driver's buffer page.
     unsafe { core::ptr::write_bytes(buf as *mut u8, 0, 64) };
-    match virtio::request(&dev, &[Segment { addr: buf, len: 64, device_writes: true }], 0) {
+    match virtio::request(
+        &dev,
+        &[Segment {
+            addr: buf,
+            len: 64,
+            device_writes: true,
+        }],
+        0,
+    ) {
         Ok(len) => {
             // SAFETY: as above; the device wrote it.
             let bytes = unsafe { core::slice::from_raw_parts(buf as *const u8, 64) };
             let varied = bytes.iter().any(|b| *b != bytes[0]);
             let irq = virtio::take_interrupt_status(&dev) & 1 != 0;
-            report(t, "rng", len == 64 && varied && irq, format_args!("len={len} varied={varied} interrupt_status={irq} irq={}", dev.irq));
+            report(
+                t,
+                "rng",
+                len == 64 && varied && irq,
+                format_args!(
+                    "len={len} varied={varied} interrupt_status={irq} irq={}",
+                    dev.irq
+                ),
+            );
         }
         Err(why) => report(t, "rng", false, format_args!("{why}")),
     }
@@ -157,16 +234,28 @@ fn virtio(boot: &BootInfo, t: &mut Tally) {
         match dev.device_id {
             virtio::TYPE_RNG => rng(boot, t),
             virtio::TYPE_NET => net(boot, t),
-            virtio::TYPE_BLOCK if virtio::device_features(&dev) & virtio::BLK_F_RO != 0 => blk_ro(boot, t),
+            virtio::TYPE_BLOCK if virtio::device_features(&dev) & virtio::BLK_F_RO != 0 => {
+                blk_ro(boot, t)
+            }
             virtio::TYPE_BLOCK => {
                 blk(boot, t);
                 blk_write(boot, t);
             }
-            other => report(t, "virtio", false, format_args!("device type {other} has no check")),
+            other => report(
+                t,
+                "virtio",
+                false,
+                format_args!("device type {other} has no check"),
+            ),
         }
     }
     if !any {
-        report(t, "virtio", false, format_args!("no virtio devices on the command line"));
+        report(
+            t,
+            "virtio",
+            false,
+            format_args!("no virtio devices on the command line"),
+        );
     }
 }
 
@@ -179,20 +268,40 @@ const SECTOR: usize = 512;
 /// The first disk that is (or is not) read-only, brought up.
 fn disk(boot: &BootInfo, readonly: bool) -> Result<virtio::Device, &'static str> {
     let dev = virtio::devices(boot)
-        .find(|d| d.device_id == virtio::TYPE_BLOCK && (virtio::device_features(d) & virtio::BLK_F_RO != 0) == readonly)
-        .ok_or(if readonly { "no read-only virtio-blk disk" } else { "no writable virtio-blk disk" })?;
+        .find(|d| {
+            d.device_id == virtio::TYPE_BLOCK
+                && (virtio::device_features(d) & virtio::BLK_F_RO != 0) == readonly
+        })
+        .ok_or(if readonly {
+            "no read-only virtio-blk disk"
+        } else {
+            "no writable virtio-blk disk"
+        })?;
     virtio::bring_up(&dev)?;
     Ok(dev)
 }
 
 /// One request: header at the buffer page's start, status byte after it, data at +512.
 /// Returns the status byte and the data area's address.
-fn blk_request(dev: &virtio::Device, kind: u32, sector: u64, data_len: u32, slot: u16) -> Result<(u8, usize), &'static str> {
+fn blk_request(
+    dev: &virtio::Device,
+    kind: u32,
+    sector: u64,
+    data_len: u32,
+    slot: u16,
+) -> Result<(u8, usize), &'static str> {
     blk_request_at(dev, kind, sector, virtio::buffer() + SECTOR, data_len, slot)
 }
 
 /// Like `blk_request`, with the data at `data` (for requests larger than the driver's page).
-fn blk_request_at(dev: &virtio::Device, kind: u32, sector: u64, data: usize, data_len: u32, slot: u16) -> Result<(u8, usize), &'static str> {
+fn blk_request_at(
+    dev: &virtio::Device,
+    kind: u32,
+    sector: u64,
+    data: usize,
+    data_len: u32,
+    slot: u16,
+) -> Result<(u8, usize), &'static str> {
     let page = virtio::buffer();
     let (header, status) = (page, page + 16);
     // SAFETY: the driver's buffer page.
@@ -203,16 +312,31 @@ fn blk_request_at(dev: &virtio::Device, kind: u32, sector: u64, data: usize, dat
         core::ptr::write_volatile(status as *mut u8, 0xff);
     }
     let device_writes = kind != BLK_T_OUT;
-    let mut segs = [Segment { addr: header, len: 16, device_writes: false }; 3];
+    let mut segs = [Segment {
+        addr: header,
+        len: 16,
+        device_writes: false,
+    }; 3];
     let mut n = 1;
     if data_len > 0 {
-        segs[n] = Segment { addr: data, len: data_len, device_writes };
+        segs[n] = Segment {
+            addr: data,
+            len: data_len,
+            device_writes,
+        };
         n += 1;
     }
-    segs[n] = Segment { addr: status, len: 1, device_writes: true };
+    segs[n] = Segment {
+        addr: status,
+        len: 1,
+        device_writes: true,
+    };
     virtio::request(dev, &segs[..=n], slot)?;
     // SAFETY: as above; the device wrote it.
-    Ok((unsafe { core::ptr::read_volatile(status as *const u8) }, data))
+    Ok((
+        unsafe { core::ptr::read_volatile(status as *const u8) },
+        data,
+    ))
 }
 
 fn bytes_at(addr: usize, len: usize) -> &'static [u8] {
@@ -244,7 +368,12 @@ fn blk(boot: &BootInfo, t: &mut Tally) {
     match result {
         Ok(id) => {
             let len = id.iter().position(|b| *b == 0).unwrap_or(20);
-            report(t, "blk", true, format_args!("id={}", core::str::from_utf8(&id[..len]).unwrap_or("?")));
+            report(
+                t,
+                "blk",
+                true,
+                format_args!("id={}", core::str::from_utf8(&id[..len]).unwrap_or("?")),
+            );
         }
         Err(why) => report(t, "blk", false, format_args!("{why}")),
     }
@@ -258,7 +387,12 @@ fn blk_write(boot: &BootInfo, t: &mut Tally) {
         let data = virtio::buffer() + SECTOR;
         for i in 0..SECTOR {
             // SAFETY: the driver's buffer page.
-            unsafe { core::ptr::write_volatile((data + i) as *mut u8, (stamp >> ((i % 8) * 8)) as u8 ^ i as u8) };
+            unsafe {
+                core::ptr::write_volatile(
+                    (data + i) as *mut u8,
+                    (stamp >> ((i % 8) * 8)) as u8 ^ i as u8,
+                )
+            };
         }
         let (status, _) = blk_request(&dev, BLK_T_OUT, 1, SECTOR as u32, 0)?;
         if status != 0 {
@@ -274,11 +408,23 @@ fn blk_write(boot: &BootInfo, t: &mut Tally) {
         if status != 0 {
             return Err("read back failed");
         }
-        let ok = bytes_at(data, SECTOR).iter().enumerate().all(|(i, b)| *b == (stamp >> ((i % 8) * 8)) as u8 ^ i as u8);
-        if ok { Ok(()) } else { Err("read back differs from what was written") }
+        let ok = bytes_at(data, SECTOR)
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == (stamp >> ((i % 8) * 8)) as u8 ^ i as u8);
+        if ok {
+            Ok(())
+        } else {
+            Err("read back differs from what was written")
+        }
     })();
     match result {
-        Ok(()) => report(t, "blk-write", true, format_args!("sector=1 flushed stamp={stamp:#x}")),
+        Ok(()) => report(
+            t,
+            "blk-write",
+            true,
+            format_args!("sector=1 flushed stamp={stamp:#x}"),
+        ),
         Err(why) => report(t, "blk-write", false, format_args!("{why}")),
     }
 }
@@ -298,7 +444,12 @@ fn blk_ro(boot: &BootInfo, t: &mut Tally) {
         Ok(())
     })();
     match result {
-        Ok(()) => report(t, "blk-ro", true, format_args!("write refused with IOERR, reads work")),
+        Ok(()) => report(
+            t,
+            "blk-ro",
+            true,
+            format_args!("write refused with IOERR, reads work"),
+        ),
         Err(why) => report(t, "blk-ro", false, format_args!("{why}")),
     }
 }
@@ -324,7 +475,12 @@ fn mmio_read(addr: usize) -> u32 {
 /// see the vector become pending in the LAPIC's IRR: device -> irqfd -> MSI route -> LAPIC.
 fn virtio_irq(boot: &BootInfo, t: &mut Tally) {
     let Some(dev) = virtio::devices(boot).find(|d| d.device_id == virtio::TYPE_RNG) else {
-        report(t, "virtio-irq", false, format_args!("needs a virtio-rng device"));
+        report(
+            t,
+            "virtio-irq",
+            false,
+            format_args!("needs a virtio-rng device"),
+        );
         return;
     };
     if let Err(why) = virtio::bring_up(&dev) {
@@ -341,7 +497,15 @@ fn virtio_irq(boot: &BootInfo, t: &mut Tally) {
     let bit = 1u32 << (IRQ_VECTOR % 32);
     let before = mmio_read(irr) & bit != 0;
     let buf = virtio::buffer();
-    let answered = virtio::request(&dev, &[Segment { addr: buf, len: 16, device_writes: true }], 0);
+    let answered = virtio::request(
+        &dev,
+        &[Segment {
+            addr: buf,
+            len: 16,
+            device_writes: true,
+        }],
+        0,
+    );
     let mut pending = false;
     for _ in 0..1_000_000 {
         if mmio_read(irr) & bit != 0 {
@@ -354,7 +518,10 @@ fn virtio_irq(boot: &BootInfo, t: &mut Tally) {
         t,
         "virtio-irq",
         answered.is_ok() && !before && pending,
-        format_args!("pin={} vector={IRQ_VECTOR:#x} pending_before={before} pending_after={pending}", dev.irq),
+        format_args!(
+            "pin={} vector={IRQ_VECTOR:#x} pending_before={before} pending_after={pending}",
+            dev.irq
+        ),
     );
 }
 
@@ -373,9 +540,17 @@ const NET_HDR: usize = 12;
 /// kernel side) answers. Retries a few times: the link may come up just after we boot.
 fn net(boot: &BootInfo, t: &mut Tally) {
     let result = (|| -> Result<([u8; 6], [u8; 6]), &'static str> {
-        let ip = boot.arg("net.ip").and_then(parse_ipv4).ok_or("needs net.ip=A.B.C.D")?;
-        let peer = boot.arg("net.peer").and_then(parse_ipv4).ok_or("needs net.peer=A.B.C.D")?;
-        let dev = virtio::devices(boot).find(|d| d.device_id == virtio::TYPE_NET).ok_or("no virtio-net device")?;
+        let ip = boot
+            .arg("net.ip")
+            .and_then(parse_ipv4)
+            .ok_or("needs net.ip=A.B.C.D")?;
+        let peer = boot
+            .arg("net.peer")
+            .and_then(parse_ipv4)
+            .ok_or("needs net.peer=A.B.C.D")?;
+        let dev = virtio::devices(boot)
+            .find(|d| d.device_id == virtio::TYPE_NET)
+            .ok_or("no virtio-net device")?;
         virtio::bring_up_queues(&dev, 2)?;
         let mut mac = [0u8; 6];
         for (i, b) in mac.iter_mut().enumerate() {
@@ -396,9 +571,27 @@ fn net(boot: &BootInfo, t: &mut Tally) {
         unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), tx as *mut u8, frame.len()) };
         let rx = virtio::buffer_of(0);
         let mut rx_slot = 0u16;
-        virtio::post(&dev, 0, &[Segment { addr: rx, len: 2048, device_writes: true }], rx_slot);
+        virtio::post(
+            &dev,
+            0,
+            &[Segment {
+                addr: rx,
+                len: 2048,
+                device_writes: true,
+            }],
+            rx_slot,
+        );
         for attempt in 0..10u16 {
-            virtio::post(&dev, 1, &[Segment { addr: tx, len: frame.len() as u32, device_writes: false }], attempt);
+            virtio::post(
+                &dev,
+                1,
+                &[Segment {
+                    addr: tx,
+                    len: frame.len() as u32,
+                    device_writes: false,
+                }],
+                attempt,
+            );
             virtio::wait_used(&dev, 1, attempt, 2_000_000)?;
             // Frames other than the reply (IPv6 neighbour discovery, ...) are skipped.
             for _ in 0..8 {
@@ -406,14 +599,26 @@ fn net(boot: &BootInfo, t: &mut Tally) {
                     break; // nothing yet: ask again
                 }
                 let got = bytes_at(rx + NET_HDR, 42);
-                let is_reply = got[12..14] == [0x08, 0x06] && got[20..22] == [0, 2] && got[28..32] == peer && got[38..42] == ip;
+                let is_reply = got[12..14] == [0x08, 0x06]
+                    && got[20..22] == [0, 2]
+                    && got[28..32] == peer
+                    && got[38..42] == ip;
                 if is_reply && got[..6] == mac {
                     let mut peer_mac = [0u8; 6];
                     peer_mac.copy_from_slice(&got[22..28]);
                     return Ok((mac, peer_mac));
                 }
                 rx_slot = rx_slot.wrapping_add(1);
-                virtio::post(&dev, 0, &[Segment { addr: rx, len: 2048, device_writes: true }], rx_slot);
+                virtio::post(
+                    &dev,
+                    0,
+                    &[Segment {
+                        addr: rx,
+                        len: 2048,
+                        device_writes: true,
+                    }],
+                    rx_slot,
+                );
             }
         }
         Err("no ARP reply from the peer")
@@ -436,13 +641,27 @@ fn net(boot: &BootInfo, t: &mut Tally) {
 /// the Ethernet header) through a single RX buffer that is re-posted slowly, and checks that
 /// none was lost or duplicated. The host sends them in a burst once it sees `net-rx: ready`.
 fn net_rx(boot: &BootInfo, t: &mut Tally) {
-    let count: u32 = boot.arg("net.count").and_then(|v| v.parse().ok()).unwrap_or(50);
+    let count: u32 = boot
+        .arg("net.count")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
     let result = (|| -> Result<u32, &'static str> {
-        let dev = virtio::devices(boot).find(|d| d.device_id == virtio::TYPE_NET).ok_or("no virtio-net device")?;
+        let dev = virtio::devices(boot)
+            .find(|d| d.device_id == virtio::TYPE_NET)
+            .ok_or("no virtio-net device")?;
         virtio::bring_up_queues(&dev, 2)?;
         let rx = virtio::buffer_of(0);
         let mut slot = 0u16;
-        virtio::post(&dev, 0, &[Segment { addr: rx, len: 2048, device_writes: true }], slot);
+        virtio::post(
+            &dev,
+            0,
+            &[Segment {
+                addr: rx,
+                len: 2048,
+                device_writes: true,
+            }],
+            slot,
+        );
         let _ = writeln!(Console, "net-rx: ready");
         let mut expected = 0u32;
         let mut misses = 0;
@@ -458,13 +677,26 @@ fn net_rx(boot: &BootInfo, t: &mut Tally) {
             if eth[12..14] == [0x88, 0xb5] {
                 let seq = u32::from_be_bytes([eth[14], eth[15], eth[16], eth[17]]);
                 if seq != expected {
-                    return Err(if seq < expected { "a frame arrived twice" } else { "a frame was lost" });
+                    return Err(if seq < expected {
+                        "a frame arrived twice"
+                    } else {
+                        "a frame was lost"
+                    });
                 }
                 expected += 1;
             }
-            io::spin(3_000_000); // a slow driver: the host's burst has to wait
+            io::wait_ms(2); // a slow driver: the host's burst has to wait
             slot = slot.wrapping_add(1);
-            virtio::post(&dev, 0, &[Segment { addr: rx, len: 2048, device_writes: true }], slot);
+            virtio::post(
+                &dev,
+                0,
+                &[Segment {
+                    addr: rx,
+                    len: 2048,
+                    device_writes: true,
+                }],
+                slot,
+            );
         }
         Ok(expected)
     })();
@@ -483,8 +715,14 @@ static mut BENCH_BUFFER: BenchBuffer = BenchBuffer([0; 65536]);
 /// Sequential 64 KiB reads and random 4 KiB reads from the first disk, one request in flight,
 /// timed in TSC ticks (the host converts). `bench.seq=N`, `bench.rand=N` set the counts.
 fn blk_bench(boot: &BootInfo, t: &mut Tally) {
-    let seq_n: u64 = boot.arg("bench.seq").and_then(|v| v.parse().ok()).unwrap_or(1024);
-    let rand_n: u64 = boot.arg("bench.rand").and_then(|v| v.parse().ok()).unwrap_or(4096);
+    let seq_n: u64 = boot
+        .arg("bench.seq")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let rand_n: u64 = boot
+        .arg("bench.rand")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096);
     let result = (|| -> Result<(u64, u64, u64), &'static str> {
         let dev = disk(boot, false).or_else(|_| disk(boot, true))?;
         let mut cap = [0u8; 8];
@@ -534,9 +772,14 @@ fn blk_bench(boot: &BootInfo, t: &mut Tally) {
 /// `bench.frames=N` broadcast frames of 64 bytes out the TX queue, one in flight, timed in
 /// TSC ticks.
 fn net_bench(boot: &BootInfo, t: &mut Tally) {
-    let n: u16 = boot.arg("bench.frames").and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let n: u16 = boot
+        .arg("bench.frames")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let result = (|| -> Result<u64, &'static str> {
-        let dev = virtio::devices(boot).find(|d| d.device_id == virtio::TYPE_NET).ok_or("no virtio-net device")?;
+        let dev = virtio::devices(boot)
+            .find(|d| d.device_id == virtio::TYPE_NET)
+            .ok_or("no virtio-net device")?;
         virtio::bring_up_queues(&dev, 2)?;
         let tx = virtio::buffer_of(1);
         let mut frame = [0u8; NET_HDR + 64];
@@ -546,7 +789,16 @@ fn net_bench(boot: &BootInfo, t: &mut Tally) {
         unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), tx as *mut u8, frame.len()) };
         let start = cpu::rdtsc();
         for slot in 0..n {
-            virtio::post(&dev, 1, &[Segment { addr: tx, len: frame.len() as u32, device_writes: false }], slot);
+            virtio::post(
+                &dev,
+                1,
+                &[Segment {
+                    addr: tx,
+                    len: frame.len() as u32,
+                    device_writes: false,
+                }],
+                slot,
+            );
             virtio::wait_used(&dev, 1, slot, 20_000_000)?;
         }
         Ok(cpu::rdtsc() - start)

@@ -1,61 +1,108 @@
-//! The idle console: a tiny shell on COM1, polled at CPL3 (no interrupts), paced so an idle
-//! guest makes about a thousand port reads a second rather than an exit storm.
+//! The idle console (end=idle): a tiny shell on COM1, polled at CPL3 with interrupts off.
+//! Polls are paced with ~1 ms of native TSC spinning, so an idle guest makes about a thousand
+//! exits a second rather than an exit storm.
 
 use core::fmt::Write;
 
 use crate::boot::BootInfo;
-use crate::io::{self, Console, COM1};
+use crate::io::{self, Console, COM1, LSR_DATA_READY, UART_LSR};
 
-const LSR_DATA_READY: u8 = 1;
+const LINE_MAX: usize = 128;
+const BACKSPACE: u8 = 0x08;
+const DELETE: u8 = 0x7f;
 
+/// The next byte from the UART. An LSR of 0xff is a floating bus (no UART), not data.
 fn read_byte() -> u8 {
     loop {
-        if io::inb(COM1 + 5) & LSR_DATA_READY != 0 {
+        let lsr = io::inb(COM1 + UART_LSR);
+        if lsr != 0xff && lsr & LSR_DATA_READY != 0 {
             return io::inb(COM1);
         }
-        io::spin(1_000_000); // ~1 ms
+        io::wait_ms(1);
+    }
+}
+
+/// What a line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    Empty,
+    Help,
+    Info,
+    Poweroff,
+    Reboot,
+    Unknown(&'a str),
+}
+
+pub fn parse(line: &str) -> Command<'_> {
+    match line.trim() {
+        "" => Command::Empty,
+        "help" => Command::Help,
+        "info" => Command::Info,
+        "poweroff" => Command::Poweroff,
+        "reboot" => Command::Reboot,
+        other => Command::Unknown(other),
+    }
+}
+
+/// Reads one line, echoing it; backspace/delete erase, CR or LF ends it.
+fn read_line(line: &mut [u8; LINE_MAX]) -> usize {
+    let mut len = 0;
+    loop {
+        match read_byte() {
+            b'\r' | b'\n' => return len,
+            BACKSPACE | DELETE if len > 0 => {
+                len -= 1;
+                let _ = write!(Console, "\x08 \x08");
+            }
+            b if (0x20..0x7f).contains(&b) && len < LINE_MAX => {
+                line[len] = b;
+                len += 1;
+                io::outb(COM1, b);
+            }
+            _ => {}
+        }
     }
 }
 
 pub fn run(boot: &BootInfo) -> ! {
-    let _ = writeln!(Console, "vmm-test-guest ready (commands: help, info, poweroff, reboot)");
-    let mut line = [0u8; 128];
+    let _ = writeln!(Console, "vmm-test-guest ready");
+    let mut line = [0u8; LINE_MAX];
     loop {
         let _ = write!(Console, "guest> ");
-        let mut len = 0;
-        loop {
-            match read_byte() {
-                b'\r' | b'\n' => break,
-                0x08 | 0x7f if len > 0 => {
-                    len -= 1;
-                    let _ = write!(Console, "\x08 \x08");
-                }
-                b if (0x20..0x7f).contains(&b) && len < line.len() => {
-                    line[len] = b;
-                    len += 1;
-                    io::outb(COM1, b);
-                }
-                _ => {}
-            }
-        }
+        let len = read_line(&mut line);
         let _ = writeln!(Console);
-        match core::str::from_utf8(&line[..len]).unwrap_or("").trim() {
-            "" => {}
-            "help" => {
+        match parse(core::str::from_utf8(&line[..len]).unwrap_or("")) {
+            Command::Empty => {}
+            Command::Help => {
                 let _ = writeln!(Console, "help      this list\ninfo      the boot report\npoweroff  power the VM off\nreboot    reset the VM");
             }
-            "info" => crate::print_report(boot),
-            "poweroff" => {
+            Command::Info => crate::report::print(boot),
+            Command::Poweroff => {
                 let _ = writeln!(Console, "powering off");
                 io::exit(0);
             }
-            "reboot" => {
+            Command::Reboot => {
                 let _ = writeln!(Console, "rebooting");
                 io::reset();
             }
-            other => {
+            Command::Unknown(other) => {
                 let _ = writeln!(Console, "unknown command: {other}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands() {
+        assert_eq!(parse("  help "), Command::Help);
+        assert_eq!(parse("info"), Command::Info);
+        assert_eq!(parse("poweroff"), Command::Poweroff);
+        assert_eq!(parse("reboot"), Command::Reboot);
+        assert_eq!(parse(""), Command::Empty);
+        assert_eq!(parse("halt now"), Command::Unknown("halt now"));
     }
 }

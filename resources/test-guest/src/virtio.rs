@@ -85,15 +85,22 @@ fn parse_hex(s: &str) -> Option<usize> {
 
 /// Every virtio-mmio device named on the command line that answers with the magic value.
 pub fn devices(boot: &BootInfo) -> impl Iterator<Item = Device> + '_ {
-    boot.cmdline.split(' ').filter_map(|w| {
+    boot.cmdline().split_ascii_whitespace().filter_map(|w| {
         let spec = w.strip_prefix("virtio_mmio.device=")?;
         let (_, rest) = spec.split_once('@')?;
         let (addr, irq) = rest.split_once(':')?;
         let base = parse_hex(addr)?;
-        if base < 0xc000_0000 || base >= 0x1_0000_0000 || rd(base, REG_MAGIC) != MAGIC || rd(base, REG_VERSION) != 2 {
+        if !(0xc000_0000..0x1_0000_0000).contains(&base)
+            || rd(base, REG_MAGIC) != MAGIC
+            || rd(base, REG_VERSION) != 2
+        {
             return None;
         }
-        Some(Device { base, irq: irq.parse().ok()?, device_id: rd(base, REG_DEVICE_ID) })
+        Some(Device {
+            base,
+            irq: irq.parse().ok()?,
+            device_id: rd(base, REG_DEVICE_ID),
+        })
     })
 }
 
@@ -124,7 +131,11 @@ pub fn bring_up_queues(dev: &Device, count: u16) -> Result<(), &'static str> {
     wr(b, REG_DRIVER_FEATURES, 1);
     wr(b, REG_DRIVER_FEATURES_SEL, 0);
     wr(b, REG_DRIVER_FEATURES, 0);
-    wr(b, REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+    wr(
+        b,
+        REG_STATUS,
+        STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+    );
     if rd(b, REG_STATUS) & STATUS_FEATURES_OK == 0 {
         return Err("FEATURES_OK refused");
     }
@@ -137,14 +148,22 @@ pub fn bring_up_queues(dev: &Device, count: u16) -> Result<(), &'static str> {
         // SAFETY: the area belongs to this driver; one device at a time uses it.
         unsafe { core::ptr::write_bytes(area as *mut u8, 0, 3 * 4096) };
         wr(b, REG_QUEUE_NUM, u32::from(QUEUE_SIZE));
-        for (reg, addr) in [(REG_QUEUE_DESC, area), (REG_QUEUE_AVAIL, area + 4096), (REG_QUEUE_USED, area + 2 * 4096)] {
+        for (reg, addr) in [
+            (REG_QUEUE_DESC, area),
+            (REG_QUEUE_AVAIL, area + 4096),
+            (REG_QUEUE_USED, area + 2 * 4096),
+        ] {
             wr(b, reg, addr as u32);
             wr(b, reg + 4, (addr as u64 >> 32) as u32);
         }
         wr(b, REG_QUEUE_READY, 1);
     }
     wr(b, REG_QUEUE_SEL, 0);
-    wr(b, REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+    wr(
+        b,
+        REG_STATUS,
+        STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK,
+    );
     if rd(b, REG_QUEUE_READY) != 1 {
         return Err("queue refused");
     }
@@ -188,7 +207,10 @@ pub fn post(dev: &Device, queue: u16, segments: &[Segment], slot: u16) {
     }
     // SAFETY: our own available ring.
     unsafe {
-        write_volatile((avail + 4 + 2 * usize::from(slot % QUEUE_SIZE)) as *mut u16, first as u16);
+        write_volatile(
+            (avail + 4 + 2 * usize::from(slot % QUEUE_SIZE)) as *mut u16,
+            first as u16,
+        );
         fence(Ordering::SeqCst);
         write_volatile((avail + 2) as *mut u16, slot.wrapping_add(1));
     }

@@ -1,0 +1,61 @@
+//! The boot report, printed first and by the prompt's `info`. Outside checks grep its lines
+//! (`cpus: N`, `memory: N MiB`), so each item keeps its one-line shape.
+
+use core::fmt::Write;
+
+use crate::boot::BootInfo;
+use crate::io::Console;
+use crate::memmap::Kind;
+use crate::{cpu, entry, mptable, physmem};
+
+pub fn print(boot: &BootInfo) {
+    let mut out = Console;
+    match boot.problem {
+        Some(problem) => {
+            let _ = writeln!(out, "boot: {} ({problem})", boot.protocol);
+        }
+        None => {
+            let _ = writeln!(out, "boot: {}", boot.protocol);
+        }
+    }
+    let _ = writeln!(out, "cmdline: {}", boot.cmdline());
+    let (mut vendor, mut sig) = ([0u8; 12], [0u8; 12]);
+    let _ = writeln!(
+        out,
+        "cpuid: vendor={} hypervisor={}",
+        cpu::vendor(&mut vendor),
+        cpu::hypervisor(&mut sig).unwrap_or("none")
+    );
+    if boot.e820().is_empty() {
+        let _ = writeln!(out, "e820: none given");
+    }
+    for e in boot.e820() {
+        let _ = writeln!(out, "e820: {:#x}-{:#x} {}", e.addr, e.end(), Kind(e.kind));
+    }
+    let _ = writeln!(out, "memory: {} MiB", boot.ram_mib());
+    match mptable::cpu_count(&physmem::IdentityMap) {
+        Ok((n, _)) => {
+            let _ = writeln!(out, "cpus: {n}");
+        }
+        Err(why) => {
+            let _ = writeln!(out, "cpus: 1 (MP table: {why})");
+        }
+    }
+    match boot.initrd {
+        Some((addr, size)) => {
+            let _ = writeln!(out, "initrd: {addr:#x} {size}");
+        }
+        None => {
+            let _ = writeln!(out, "initrd: none");
+        }
+    }
+    let (khz, source) = cpu::tsc_khz();
+    let _ = writeln!(out, "tsc: {khz} kHz ({source})");
+    let (total, probe) = entry::cpl0_ticks();
+    let how = if entry::cpl0_is_emulated(probe) {
+        "emulated"
+    } else {
+        "native"
+    };
+    let _ = writeln!(out, "cpl0: {how} entry_tsc={total} probe_tsc={probe}");
+}
