@@ -3,7 +3,7 @@
 
 use kvm_bindings::CpuId;
 
-use super::Result;
+use super::{Error, Result};
 
 const LEAF_FEATURES: u32 = 0x1;
 const LEAF_CACHE_PARAMS: u32 = 0x4;
@@ -23,8 +23,12 @@ fn id_bits(count: u8) -> u32 {
     u32::from(count).next_power_of_two().trailing_zeros()
 }
 
-/// Rewrites `cpuid` (KVM_GET_SUPPORTED_CPUID's answer) for vCPU `index` of `count`.
+/// Rewrites `cpuid` (KVM_GET_SUPPORTED_CPUID's answer) for vCPU `index` of `count`. Leaves
+/// not named here (the vendor, features, KVM's 0x40000000 signature leaf...) are kept.
 pub fn filter_cpuid(cpuid: &mut CpuId, index: u8, count: u8) -> Result<()> {
+    if index >= count {
+        return Err(Error::InvalidVcpu { index, count });
+    }
     let apic_id = u32::from(index);
     for entry in cpuid.as_mut_slice() {
         match entry.function {
@@ -41,6 +45,9 @@ pub fn filter_cpuid(cpuid: &mut CpuId, index: u8, count: u8) -> Result<()> {
             LEAF_CACHE_PARAMS => {
                 // EAX[31:26]: cores per package - 1; EAX[25:14]: threads sharing this cache - 1
                 // (one per core for L1/L2, the whole package for L3).
+                if entry.eax & 0x1f == 0 {
+                    continue; // cache type 0: the end of the list
+                }
                 let level = (entry.eax >> 5) & 0x7;
                 let sharing = if level >= 3 { u32::from(count) - 1 } else { 0 };
                 entry.eax = (entry.eax & 0x3fff) | (sharing << 14) | ((u32::from(count) - 1) << 26);
@@ -70,11 +77,11 @@ mod tests {
     use super::*;
     use kvm_bindings::kvm_cpuid_entry2;
 
-    fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
+    fn entry(function: u32, index: u32, eax: u32) -> kvm_cpuid_entry2 {
         kvm_cpuid_entry2 {
             function,
             index,
-            eax: 0xffff_ffff,
+            eax,
             ebx: 0xffff_ffff,
             ecx: 0,
             edx: 0,
@@ -82,16 +89,25 @@ mod tests {
         }
     }
 
+    /// Leaf 4 EAX for a cache: type (1 data, 3 unified), level, self-initializing.
+    fn cache(kind: u32, level: u32) -> u32 {
+        kind | (level << 5) | (1 << 8)
+    }
+
     fn synthetic() -> CpuId {
         CpuId::from_entries(&[
-            entry(0, 0),
-            entry(1, 0),
-            entry(4, 0),
-            entry(6, 0),
-            entry(0xa, 0),
-            entry(0xb, 0),
-            entry(0xb, 1),
-            entry(0xb, 2),
+            entry(0, 0, 0x1f),
+            entry(1, 0, 0x906ea),
+            entry(4, 0, cache(1, 1)),
+            entry(4, 1, cache(3, 3)),
+            entry(4, 2, 0),
+            entry(6, 0, 0xffff_ffff),
+            entry(0xa, 0, 0xffff_ffff),
+            entry(0xb, 0, 0xffff_ffff),
+            entry(0xb, 1, 0xffff_ffff),
+            entry(0xb, 2, 0xffff_ffff),
+            entry(0x1f, 1, 0xffff_ffff),
+            entry(0x4000_0000, 0, 0x4000_0001),
         ])
         .unwrap()
     }
@@ -108,25 +124,42 @@ mod tests {
         let mut c = synthetic();
         filter_cpuid(&mut c, 3, 4).unwrap();
         let leaf1 = find(&c, 1, 0);
-        assert_eq!(leaf1.ebx >> 24, 3);
-        assert_eq!((leaf1.ebx >> 16) & 0xff, 4);
+        assert_eq!(leaf1.ebx, (3 << 24) | (4 << 16) | (8 << 8));
+        assert_eq!(leaf1.eax, 0x906ea, "signature kept");
         assert_ne!(leaf1.ecx & ECX_HYPERVISOR, 0);
         assert_ne!(leaf1.edx & EDX_HTT, 0);
-        assert_eq!(find(&c, 4, 0).eax >> 26, 3);
-        assert_eq!(find(&c, 6, 0).eax, 0);
-        assert_eq!(find(&c, 0xa, 0).eax, 0);
+        // L1: 4 cores, cache per core; L3 shared by all 4; the terminator stays zero.
+        assert_eq!(find(&c, 4, 0).eax, cache(1, 1) | (3 << 26));
+        assert_eq!(find(&c, 4, 1).eax, cache(3, 3) | (3 << 26) | (3 << 14));
+        assert_eq!(find(&c, 4, 2).eax, 0);
+        let zero = |e: kvm_cpuid_entry2| (e.eax, e.ebx, e.ecx, e.edx) == (0, 0, 0, 0);
+        assert!(zero(find(&c, 6, 0)), "no thermal/power features");
+        assert!(zero(find(&c, 0xa, 0)), "no PMU");
+        let smt = find(&c, 0xb, 0);
+        assert_eq!((smt.eax, smt.ebx, smt.ecx, smt.edx), (0, 1, 0x100, 3));
         let core = find(&c, 0xb, 1);
+        assert_eq!((core.eax, core.ebx, core.ecx, core.edx), (2, 4, 0x201, 3));
+        let end = find(&c, 0xb, 2);
+        assert_eq!((end.eax, end.ebx, end.ecx, end.edx), (0, 0, 2, 3));
+        let v2 = find(&c, 0x1f, 1);
+        assert_eq!((v2.eax, v2.ebx, v2.ecx, v2.edx), (2, 4, 0x201, 3));
+        assert_eq!(find(&c, 0, 0).eax, 0x1f, "other leaves untouched");
         assert_eq!(
-            (core.eax, core.ebx, core.ecx >> 8, core.edx),
-            (2, 4, TOPOLOGY_LEVEL_CORE, 3)
+            find(&c, 0x4000_0000, 0).eax,
+            0x4000_0001,
+            "hypervisor leaf kept"
         );
-        assert_eq!(find(&c, 0xb, 0).edx, 3);
-        assert_eq!(
-            find(&c, 0xb, 2).ecx >> 8,
-            0,
-            "invalid level terminates the list"
-        );
-        assert_eq!(find(&c, 0, 0).eax, 0xffff_ffff, "other leaves untouched");
+    }
+
+    #[test]
+    fn each_vcpu_gets_its_own_apic_id() {
+        for index in 0..8u8 {
+            let mut c = synthetic();
+            filter_cpuid(&mut c, index, 8).unwrap();
+            assert_eq!(find(&c, 1, 0).ebx >> 24, u32::from(index));
+            assert_eq!(find(&c, 0xb, 1).edx, u32::from(index));
+            assert_eq!(find(&c, 0xb, 1).eax, 3, "8 cores need 3 id bits");
+        }
     }
 
     #[test]
@@ -134,7 +167,19 @@ mod tests {
         let mut c = synthetic();
         filter_cpuid(&mut c, 0, 1).unwrap();
         assert_eq!(find(&c, 1, 0).edx & EDX_HTT, 0);
-        assert_eq!(find(&c, 1, 0).ebx >> 24, 0);
+        assert_eq!(find(&c, 1, 0).ebx, (1 << 16) | (8 << 8));
+        assert_eq!(find(&c, 4, 1).eax, cache(3, 3));
+        assert_eq!((find(&c, 0xb, 1).eax, find(&c, 0xb, 1).ebx), (0, 1));
+    }
+
+    #[test]
+    fn index_outside_the_count_is_refused() {
+        let mut c = synthetic();
+        assert!(matches!(
+            filter_cpuid(&mut c, 2, 2),
+            Err(Error::InvalidVcpu { index: 2, count: 2 })
+        ));
+        assert!(filter_cpuid(&mut c, 0, 0).is_err());
     }
 
     #[test]
@@ -147,10 +192,22 @@ mod tests {
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .unwrap();
         filter_cpuid(&mut c, 1, 2).unwrap();
-        assert_eq!(find(&c, 1, 0).ebx >> 24, 1);
-        assert!(
-            c.as_slice().iter().any(|e| e.function == 0x4000_0000),
-            "KVM hypervisor leaf kept"
-        );
+        let leaf1 = find(&c, 1, 0);
+        assert_eq!(leaf1.ebx >> 16, (1 << 8) | 2);
+        assert_ne!(leaf1.ecx & ECX_HYPERVISOR, 0);
+        assert_ne!(leaf1.edx & EDX_HTT, 0);
+        let kvm_leaf = find(&c, 0x4000_0000, 0);
+        let mut signature = Vec::new();
+        for reg in [kvm_leaf.ebx, kvm_leaf.ecx, kvm_leaf.edx] {
+            signature.extend_from_slice(&reg.to_le_bytes());
+        }
+        assert_eq!(&signature, b"KVMKVMKVM\0\0\0", "KVM hypervisor leaf kept");
+        if c.as_slice().iter().any(|e| e.function == 0xb) {
+            assert_eq!(find(&c, 0xb, 0).edx, 1);
+        }
+        // KVM accepts the result for a vCPU.
+        let vm = kvm.create_vm().unwrap();
+        let vcpu = vm.create_vcpu(1).unwrap();
+        vcpu.set_cpuid2(&c).unwrap();
     }
 }

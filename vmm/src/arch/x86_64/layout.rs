@@ -1,30 +1,33 @@
-//! Where the VMM puts things in guest-physical memory (x86_64).
+//! Where the VMM puts things in guest-physical memory (x86_64). Everything the boot protocols
+//! need lives in the first MiB; the kernel is loaded at HIGH_RAM_START or above.
 
-/// GDT used to enter the kernel.
-pub const BOOT_GDT_START: u64 = 0x500;
+/// GDT used to enter the kernel (4 descriptors: null, code, data, TSS).
+pub const BOOT_GDT: u64 = 0x500;
 /// An empty IDT (limit 0): any early exception is a triple fault, reported by the VMM.
-pub const BOOT_IDT_START: u64 = 0x520;
-/// PVH: hvm_start_info, then the module list and the memory map.
+pub const BOOT_IDT: u64 = 0x520;
+/// PVH: hvm_start_info, then the module list and the memory map right after it.
 pub const PVH_INFO_START: u64 = 0x6000;
 pub const PVH_MODLIST_START: u64 = 0x6040;
 pub const PVH_MEMMAP_START: u64 = 0x6080;
 /// Linux 64-bit boot protocol: boot_params ("zero page").
 pub const ZERO_PAGE_START: u64 = 0x7000;
+/// Initial stack of the Linux 64-bit entry (grows down, below the page tables).
 pub const BOOT_STACK_POINTER: u64 = 0x8ff0;
-/// Identity page tables for the Linux 64-bit entry: PML4, one PDPT, four PDs (0..4 GiB).
+/// Identity page tables for the Linux 64-bit entry: PML4, one PDPT, four PDs (0..4 GiB in
+/// 2 MiB pages).
 pub const PML4_START: u64 = 0x9000;
 pub const PDPTE_START: u64 = 0xa000;
 pub const PDE_START: u64 = 0xb000;
 pub const PDE_COUNT: u64 = 4;
+/// The kernel command line (NUL terminated).
 pub const CMDLINE_START: u64 = 0x20000;
 pub const CMDLINE_MAX_SIZE: usize = 4096;
-/// Extended BIOS data area: reserved in the e820 map like on a PC.
+/// Extended BIOS data area: the MP table goes here; reserved up to 1 MiB in the e820 map.
 pub const EBDA_START: u64 = 0x9fc00;
-/// The BIOS area, where the MP floating pointer and table live (Linux scans it).
-pub const BIOS_START: u64 = 0xf0000;
-pub const MPTABLE_START: u64 = BIOS_START;
-/// BIOS data area word holding the EBDA segment.
+pub const MPTABLE_START: u64 = EBDA_START;
+/// BIOS data area word holding the EBDA segment (where MP-spec scanners look first).
 pub const BDA_EBDA_SEGMENT: u64 = 0x40e;
+/// RAM above the legacy first MiB; kernels and initrds go here.
 pub const HIGH_RAM_START: u64 = 0x10_0000;
 /// Devices live in [3 GiB, 4 GiB); RAM beyond 3 GiB continues at 4 GiB.
 pub const MMIO_GAP_START: u64 = 3 << 30;
@@ -33,4 +36,21 @@ pub const IOAPIC_START: u64 = 0xfec0_0000;
 pub const APIC_START: u64 = 0xfee0_0000;
 /// KVM's real-mode TSS (three pages) and identity-map page, inside the gap.
 pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
-pub const KVM_IDENTITY_MAP_START: u64 = 0xfffb_c000;
+pub const KVM_IDENTITY_MAP: u64 = 0xfffb_c000;
+/// Older name of KVM_IDENTITY_MAP, still used by vm.rs.
+pub const KVM_IDENTITY_MAP_START: u64 = KVM_IDENTITY_MAP;
+/// Smallest guest RAM the layout supports (boot tables, kernel at 1 MiB, some room).
+pub const MIN_MEMORY: u64 = 8 << 20;
+
+// The fixed boot structures must not overlap one another.
+const _: () = {
+    assert!(BOOT_GDT + 4 * 8 <= BOOT_IDT);
+    assert!(PVH_MEMMAP_START + 16 * 24 <= ZERO_PAGE_START);
+    assert!(ZERO_PAGE_START + 4096 <= BOOT_STACK_POINTER);
+    assert!(BOOT_STACK_POINTER < PML4_START);
+    assert!(PDE_START + PDE_COUNT * 4096 <= CMDLINE_START);
+    assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
+    assert!(IOAPIC_START >= MMIO_GAP_START && APIC_START < MMIO_GAP_END);
+    assert!(KVM_IDENTITY_MAP + 4096 == KVM_TSS_ADDRESS);
+    assert!(KVM_TSS_ADDRESS + 3 * 4096 <= MMIO_GAP_END);
+};

@@ -5,6 +5,8 @@ use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, Gues
 use super::layout::{HIGH_RAM_START, MMIO_GAP_END, MMIO_GAP_START};
 use super::{Error, Result};
 
+const PAGE_MASK: u64 = !0xfff;
+
 /// RAM as (start, size) regions: below the MMIO gap, and the rest above 4 GiB.
 pub fn arch_memory_regions(size: u64) -> Vec<(GuestAddress, usize)> {
     if size <= MMIO_GAP_START {
@@ -17,33 +19,34 @@ pub fn arch_memory_regions(size: u64) -> Vec<(GuestAddress, usize)> {
     }
 }
 
-/// Where an initrd of `size` bytes goes: page aligned, as high as possible in low RAM (the
-/// 32-bit boot fields must reach it), like Firecracker and QEMU.
-pub fn initrd_load_addr(mem: &GuestMemoryMmap, size: usize) -> Result<GuestAddress> {
-    let low_end = mem
-        .find_region(GuestAddress(0))
-        .map(|r| r.len())
-        .ok_or(Error::Table("a RAM map without low memory"))?;
-    let top = low_end
-        .checked_sub(size as u64)
-        .ok_or(Error::InitrdTooLarge(size))?;
-    let addr = top & !0xfff;
-    if addr < HIGH_RAM_START {
-        return Err(Error::InitrdTooLarge(size));
-    }
-    Ok(GuestAddress(addr))
-}
-
-/// The low RAM end (bytes of RAM below the MMIO gap).
+/// The end of low RAM (the region at address 0, never past the MMIO gap); 0 without one.
 pub fn low_ram_end(mem: &GuestMemoryMmap) -> u64 {
     mem.find_region(GuestAddress(0))
         .map(|r| r.last_addr().raw_value() + 1)
         .unwrap_or(0)
 }
 
+/// Where an initrd of `size` bytes goes: page aligned, as high as possible in low RAM (below
+/// 4 GiB, so the 32-bit ramdisk_image field reaches it), and above the first MiB, like
+/// Firecracker and QEMU.
+pub fn initrd_load_addr(mem: &GuestMemoryMmap, size: usize) -> Result<GuestAddress> {
+    let top = low_ram_end(mem)
+        .checked_sub(size as u64)
+        .ok_or(Error::InitrdTooLarge(size))?;
+    let addr = top & PAGE_MASK;
+    if addr < HIGH_RAM_START {
+        return Err(Error::InitrdTooLarge(size));
+    }
+    Ok(GuestAddress(addr))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mem(size: u64) -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&arch_memory_regions(size)).unwrap()
+    }
 
     #[test]
     fn regions_split_at_the_gap() {
@@ -56,6 +59,10 @@ mod tests {
             vec![(GuestAddress(0), 3 << 30)]
         );
         assert_eq!(
+            arch_memory_regions((3 << 30) + 4096),
+            vec![(GuestAddress(0), 3 << 30), (GuestAddress(4 << 30), 4096)]
+        );
+        assert_eq!(
             arch_memory_regions(6 << 30),
             vec![(GuestAddress(0), 3 << 30), (GuestAddress(4 << 30), 3 << 30)]
         );
@@ -63,12 +70,33 @@ mod tests {
 
     #[test]
     fn initrd_goes_high_and_aligned() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap();
+        let m = mem(64 << 20);
+        assert_eq!(low_ram_end(&m), 64 << 20);
         assert_eq!(
-            initrd_load_addr(&mem, 0x1234).unwrap(),
+            initrd_load_addr(&m, 0x1234).unwrap(),
             GuestAddress((64 << 20) - 0x2000)
         );
-        assert!(initrd_load_addr(&mem, 64 << 20).is_err());
-        assert_eq!(low_ram_end(&mem), 64 << 20);
+        assert_eq!(
+            initrd_load_addr(&m, 0x2000).unwrap(),
+            GuestAddress((64 << 20) - 0x2000)
+        );
+        assert!(matches!(
+            initrd_load_addr(&m, 64 << 20),
+            Err(Error::InitrdTooLarge(_))
+        ));
+        assert!(matches!(
+            initrd_load_addr(&m, (63 << 20) + 1),
+            Err(Error::InitrdTooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn initrd_stays_below_the_gap_with_high_ram() {
+        let m = mem(6 << 30);
+        assert_eq!(low_ram_end(&m), 3 << 30);
+        assert_eq!(
+            initrd_load_addr(&m, 1 << 20).unwrap(),
+            GuestAddress((3 << 30) - (1 << 20))
+        );
     }
 }

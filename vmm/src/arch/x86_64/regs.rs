@@ -1,13 +1,15 @@
 //! The registers, MSRs, FPU and LAPIC state a vCPU starts with, for each boot protocol.
 //! Everything here can run again on reset.
 
-use kvm_bindings::{kvm_fpu, kvm_lapic_state, kvm_msr_entry, kvm_regs, kvm_sregs, Msrs};
+use kvm_bindings::{
+    kvm_fpu, kvm_lapic_state, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, Msrs,
+};
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::gdt::{gdt_entry, kvm_segment_from_gdt};
 use super::layout::{
-    BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER, PDE_COUNT, PDE_START, PDPTE_START,
+    APIC_START, BOOT_GDT, BOOT_IDT, BOOT_STACK_POINTER, PDE_COUNT, PDE_START, PDPTE_START,
     PML4_START, PVH_INFO_START, ZERO_PAGE_START,
 };
 use super::{Error, Result};
@@ -27,19 +29,36 @@ const X86_CR0_PG: u64 = 1 << 31;
 const X86_CR4_PAE: u64 = 1 << 5;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
+/// RFLAGS bit 1 is reserved and always set.
+const RFLAGS_RESERVED: u64 = 0x2;
 
-/// Boot GDT: null, 64-bit code, data, 32-bit code (PVH), TSS.
-const GDT: [u64; 5] = [
+const APIC_BASE_BSP: u64 = 1 << 8;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+
+/// Boot GDTs: null, code (0x08), data (0x10), TSS (0x18). Linux 64 enters through a 64-bit
+/// code segment, PVH through a flat 32-bit one. Flags word: G, D/B, L, AVL in bits 15:12,
+/// access byte in bits 7:0.
+const GDT_LINUX64: [u64; 4] = [
     0,
     gdt_entry(0xa09b, 0, 0xfffff),
     gdt_entry(0xc093, 0, 0xfffff),
-    gdt_entry(0xc09b, 0, 0xfffff),
     gdt_entry(0x808b, 0, 0xfffff),
 ];
-const GDT_CODE64: u8 = 1;
+const GDT_PVH: [u64; 4] = [
+    0,
+    gdt_entry(0xc09b, 0, 0xfffff),
+    gdt_entry(0xc093, 0, 0xfffff),
+    gdt_entry(0x808b, 0, 0xfffff),
+];
+const GDT_CODE: u8 = 1;
 const GDT_DATA: u8 = 2;
-const GDT_CODE32: u8 = 3;
-const GDT_TSS: u8 = 4;
+const GDT_TSS: u8 = 3;
+
+// Page table entry bits.
+const PTE_PRESENT: u64 = 1 << 0;
+const PTE_WRITABLE: u64 = 1 << 1;
+const PDE_HUGE_PAGE: u64 = 1 << 7;
+const ENTRIES_PER_TABLE: u64 = 512;
 
 // MSRs set at boot.
 const MSR_IA32_SYSENTER_CS: u32 = 0x174;
@@ -57,16 +76,23 @@ const MISC_ENABLE_FAST_STRING: u64 = 1;
 const MTRR_ENABLE: u64 = 1 << 11;
 const MTRR_TYPE_WRBACK: u64 = 6;
 
-// LAPIC local vector table entries and delivery modes.
+// LAPIC local vector table entries and delivery modes (bits 10:8).
 const APIC_LVT0: usize = 0x350;
 const APIC_LVT1: usize = 0x360;
+const APIC_DELIVERY_MODE_MASK: u32 = 0x700;
 const APIC_MODE_NMI: u32 = 0x4;
 const APIC_MODE_EXTINT: u32 = 0x7;
 
+/// General registers for `entry`; everything not named is zero.
 pub fn setup_regs(vcpu: &VcpuFd, entry: &BootEntry) -> Result<()> {
-    let regs = match *entry {
+    vcpu.set_regs(&boot_regs(entry))
+        .map_err(|e| Error::Kvm("KVM_SET_REGS", e))
+}
+
+fn boot_regs(entry: &BootEntry) -> kvm_regs {
+    match *entry {
         BootEntry::Linux64 { entry } => kvm_regs {
-            rflags: 0x2,
+            rflags: RFLAGS_RESERVED,
             rip: entry.raw_value(),
             rsp: BOOT_STACK_POINTER,
             rbp: BOOT_STACK_POINTER,
@@ -74,71 +100,78 @@ pub fn setup_regs(vcpu: &VcpuFd, entry: &BootEntry) -> Result<()> {
             ..Default::default()
         },
         BootEntry::Pvh { entry } => kvm_regs {
-            rflags: 0x2,
+            rflags: RFLAGS_RESERVED,
             rip: entry.raw_value(),
             rbx: PVH_INFO_START,
             ..Default::default()
         },
-    };
-    vcpu.set_regs(&regs)
-        .map_err(|e| Error::Kvm("KVM_SET_REGS", e))
+    }
 }
 
 fn write_u64s(
     mem: &GuestMemoryMmap,
     what: &'static str,
     start: u64,
-    values: impl Iterator<Item = u64>,
+    values: impl IntoIterator<Item = u64>,
 ) -> Result<()> {
-    for (i, value) in values.enumerate() {
-        mem.write_obj(value, GuestAddress(start + 8 * i as u64))
-            .map_err(|e| Error::GuestMemory(what, e))?;
-    }
-    Ok(())
+    let bytes: Vec<u8> = values.into_iter().flat_map(u64::to_le_bytes).collect();
+    mem.write_slice(&bytes, GuestAddress(start))
+        .map_err(|e| Error::GuestMemory(what, e))
 }
 
-/// Identity map of 0..4 GiB with 2 MiB pages (present, writable).
-fn setup_page_tables(mem: &GuestMemoryMmap) -> Result<()> {
-    write_u64s(
-        mem,
-        "the PML4",
-        PML4_START,
-        std::iter::once(PDPTE_START | 0x3),
-    )?;
+/// Identity map of 0..4 GiB with 2 MiB pages (present, writable): one PML4 entry, four PDPT
+/// entries, four full page directories.
+pub fn setup_page_tables(mem: &GuestMemoryMmap) -> Result<()> {
+    let table = PTE_PRESENT | PTE_WRITABLE;
+    write_u64s(mem, "the PML4", PML4_START, [PDPTE_START | table])?;
     write_u64s(
         mem,
         "the PDPT",
         PDPTE_START,
-        (0..PDE_COUNT).map(|i| (PDE_START + i * 0x1000) | 0x3),
+        (0..PDE_COUNT).map(|i| (PDE_START + i * 0x1000) | table),
     )?;
     write_u64s(
         mem,
         "the page directories",
         PDE_START,
-        (0..512 * PDE_COUNT).map(|i| (i << 21) | 0x83),
+        (0..ENTRIES_PER_TABLE * PDE_COUNT).map(|i| (i << 21) | table | PDE_HUGE_PAGE),
     )
 }
 
-/// Segments, control registers and (Linux 64-bit) page tables for the boot vCPU.
+/// The LDT register a vCPU comes out of reset with (selector 0, usable, empty).
+fn reset_ldt() -> kvm_segment {
+    kvm_segment {
+        limit: 0xffff,
+        type_: 2, // LDT
+        present: 1,
+        ..Default::default()
+    }
+}
+
+/// Segments, descriptor tables, control registers and (Linux 64-bit) page tables for the
+/// boot vCPU. Also undoes what a previous run left in the special registers (x2APIC mode,
+/// a pending interrupt, CR2/CR8), so a reset starts like a first boot.
 pub fn setup_sregs(mem: &GuestMemoryMmap, vcpu: &VcpuFd, entry: &BootEntry) -> Result<()> {
     let mut sregs: kvm_sregs = vcpu
         .get_sregs()
         .map_err(|e| Error::Kvm("KVM_GET_SREGS", e))?;
-    write_u64s(mem, "the boot GDT", BOOT_GDT_START, GDT.iter().copied())?;
-    mem.write_obj(0u64, GuestAddress(BOOT_IDT_START))
-        .map_err(|e| Error::GuestMemory("the boot IDT", e))?;
-    sregs.gdt.base = BOOT_GDT_START;
-    sregs.gdt.limit = (std::mem::size_of_val(&GDT) - 1) as u16;
-    sregs.idt.base = BOOT_IDT_START;
-    sregs.idt.limit = 0;
-    let code_index = match entry {
-        BootEntry::Linux64 { .. } => GDT_CODE64,
-        BootEntry::Pvh { .. } => GDT_CODE32,
+    let gdt = match entry {
+        BootEntry::Linux64 { .. } => &GDT_LINUX64,
+        BootEntry::Pvh { .. } => &GDT_PVH,
     };
-    let data = kvm_segment_from_gdt(GDT[GDT_DATA as usize], GDT_DATA);
-    sregs.cs = kvm_segment_from_gdt(GDT[code_index as usize], code_index);
+    write_u64s(mem, "the boot GDT", BOOT_GDT, gdt.iter().copied())?;
+    write_u64s(mem, "the boot IDT", BOOT_IDT, [0])?;
+    sregs.gdt.base = BOOT_GDT;
+    sregs.gdt.limit = (std::mem::size_of_val(gdt) - 1) as u16;
+    sregs.idt.base = BOOT_IDT;
+    sregs.idt.limit = 0;
+
+    let data = kvm_segment_from_gdt(gdt[GDT_DATA as usize], GDT_DATA);
+    sregs.cs = kvm_segment_from_gdt(gdt[GDT_CODE as usize], GDT_CODE);
     (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
-    sregs.tr = kvm_segment_from_gdt(GDT[GDT_TSS as usize], GDT_TSS);
+    sregs.tr = kvm_segment_from_gdt(gdt[GDT_TSS as usize], GDT_TSS);
+    sregs.ldt = reset_ldt();
+
     match entry {
         BootEntry::Linux64 { .. } => {
             setup_page_tables(mem)?;
@@ -154,10 +187,16 @@ pub fn setup_sregs(mem: &GuestMemoryMmap, vcpu: &VcpuFd, entry: &BootEntry) -> R
             sregs.efer = 0;
         }
     }
+    sregs.cr2 = 0;
+    sregs.cr8 = 0;
+    sregs.interrupt_bitmap = [0; 4];
+    // xAPIC mode at the standard base; KVM decides which vCPU is the BSP.
+    sregs.apic_base = APIC_START | APIC_BASE_ENABLE | (sregs.apic_base & APIC_BASE_BSP);
     vcpu.set_sregs(&sregs)
         .map_err(|e| Error::Kvm("KVM_SET_SREGS", e))
 }
 
+/// x87 control word and MXCSR at their power-on values (all exceptions masked).
 pub fn setup_fpu(vcpu: &VcpuFd) -> Result<()> {
     let fpu = kvm_fpu {
         fcw: 0x37f,
@@ -167,7 +206,8 @@ pub fn setup_fpu(vcpu: &VcpuFd) -> Result<()> {
     vcpu.set_fpu(&fpu).map_err(|e| Error::Kvm("KVM_SET_FPU", e))
 }
 
-fn boot_msr_entries() -> Vec<kvm_msr_entry> {
+/// (index, value) of every MSR the VMM sets at boot.
+pub fn boot_msrs() -> [(u32, u64); 11] {
     [
         (MSR_IA32_SYSENTER_CS, 0),
         (MSR_IA32_SYSENTER_ESP, 0),
@@ -181,71 +221,56 @@ fn boot_msr_entries() -> Vec<kvm_msr_entry> {
         (MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING),
         (MSR_MTRR_DEF_TYPE, MTRR_ENABLE | MTRR_TYPE_WRBACK),
     ]
-    .into_iter()
-    .map(|(index, data)| kvm_msr_entry {
-        index,
-        data,
-        ..Default::default()
-    })
-    .collect()
 }
 
 pub fn setup_msrs(vcpu: &VcpuFd) -> Result<()> {
-    let entries = boot_msr_entries();
+    let wanted = boot_msrs();
+    let entries: Vec<kvm_msr_entry> = wanted
+        .iter()
+        .map(|&(index, data)| kvm_msr_entry {
+            index,
+            data,
+            ..Default::default()
+        })
+        .collect();
     let msrs = Msrs::from_entries(&entries).map_err(|_| Error::Table("the boot MSR list"))?;
     let written = vcpu
         .set_msrs(&msrs)
         .map_err(|e| Error::Kvm("KVM_SET_MSRS", e))?;
-    if written != entries.len() {
-        // KVM stops at the first MSR it refuses; name it.
-        let refused = entries.get(written).map(|e| e.index).unwrap_or(0);
-        return Err(Error::Kvm(
-            "KVM_SET_MSRS",
-            kvm_ioctls::Error::new(libc::EINVAL),
-        ))
-        .inspect_err(|_| log::error!("KVM refused boot MSR {refused:#x}"));
+    match wanted.get(written) {
+        // KVM stops at the first MSR it refuses.
+        Some(&(refused, _)) => Err(Error::MsrRefused(refused)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn lapic_reg(state: &kvm_lapic_state, offset: usize) -> u32 {
-    let bytes: Vec<u8> = state.regs[offset..offset + 4]
-        .iter()
-        .map(|b| *b as u8)
-        .collect();
-    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+    let mut bytes = [0u8; 4];
+    for (dst, src) in bytes.iter_mut().zip(state.regs.iter().skip(offset)) {
+        *dst = *src as u8;
+    }
+    u32::from_le_bytes(bytes)
 }
 
 fn set_lapic_reg(state: &mut kvm_lapic_state, offset: usize, value: u32) {
-    for (dst, src) in state.regs[offset..offset + 4]
-        .iter_mut()
-        .zip(value.to_le_bytes())
-    {
+    for (dst, src) in state.regs.iter_mut().skip(offset).zip(value.to_le_bytes()) {
         *dst = src as _;
     }
 }
 
 fn with_delivery_mode(lvt: u32, mode: u32) -> u32 {
-    (lvt & !0x700) | (mode << 8)
+    (lvt & !APIC_DELIVERY_MODE_MASK) | (mode << 8)
 }
 
-/// LINT0 as ExtINT and LINT1 as NMI, as a PC's BIOS leaves them.
+/// LINT0 as ExtINT and LINT1 as NMI, as a PC's BIOS leaves them (and as the MP table says).
 pub fn set_lint(vcpu: &VcpuFd) -> Result<()> {
     let mut state = vcpu
         .get_lapic()
         .map_err(|e| Error::Kvm("KVM_GET_LAPIC", e))?;
-    let lvt0 = lapic_reg(&state, APIC_LVT0);
-    set_lapic_reg(
-        &mut state,
-        APIC_LVT0,
-        with_delivery_mode(lvt0, APIC_MODE_EXTINT),
-    );
-    let lvt1 = lapic_reg(&state, APIC_LVT1);
-    set_lapic_reg(
-        &mut state,
-        APIC_LVT1,
-        with_delivery_mode(lvt1, APIC_MODE_NMI),
-    );
+    for (offset, mode) in [(APIC_LVT0, APIC_MODE_EXTINT), (APIC_LVT1, APIC_MODE_NMI)] {
+        let lvt = lapic_reg(&state, offset);
+        set_lapic_reg(&mut state, offset, with_delivery_mode(lvt, mode));
+    }
     vcpu.set_lapic(&state)
         .map_err(|e| Error::Kvm("KVM_SET_LAPIC", e))
 }
@@ -256,6 +281,7 @@ mod tests {
     use crate::arch::x86_64::memory::arch_memory_regions;
     use kvm_bindings::{kvm_enable_cap, KVM_CAP_SPLIT_IRQCHIP};
 
+    /// A VM with the split irqchip (as the VMM makes) and one vCPU; None without /dev/kvm.
     fn vcpu() -> Option<(kvm_ioctls::VmFd, VcpuFd)> {
         let Ok(kvm) = kvm_ioctls::Kvm::new() else {
             eprintln!("skipped: /dev/kvm is not usable");
@@ -272,10 +298,30 @@ mod tests {
         Some((vm, vcpu))
     }
 
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&arch_memory_regions(64 << 20)).unwrap()
+    }
+
+    #[test]
+    fn page_tables_identity_map_4g() {
+        let mem = mem();
+        setup_page_tables(&mem).unwrap();
+        let read = |addr: u64| mem.read_obj::<u64>(GuestAddress(addr)).unwrap();
+        assert_eq!(read(PML4_START), 0xa003);
+        assert_eq!(read(PML4_START + 8), 0, "one PML4 entry only");
+        let pdpt: Vec<u64> = (0..5).map(|i| read(PDPTE_START + 8 * i)).collect();
+        assert_eq!(pdpt, [0xb003, 0xc003, 0xd003, 0xe003, 0]);
+        assert_eq!(read(PDE_START), 0x83);
+        assert_eq!(read(PDE_START + 8), 0x20_0083);
+        // The page mapping 3 GiB (MMIO gap) and the last one, just below 4 GiB.
+        assert_eq!(read(PDE_START + 8 * 1536), 0xc000_0083);
+        assert_eq!(read(PDE_START + 8 * 2047), 0xffe0_0083);
+    }
+
     #[test]
     fn linux64_state() {
         let Some((_vm, vcpu)) = vcpu() else { return };
-        let mem = GuestMemoryMmap::from_ranges(&arch_memory_regions(64 << 20)).unwrap();
+        let mem = mem();
         let entry = BootEntry::Linux64 {
             entry: GuestAddress(0x100_0000),
         };
@@ -283,54 +329,161 @@ mod tests {
         setup_sregs(&mem, &vcpu, &entry).unwrap();
         let regs = vcpu.get_regs().unwrap();
         assert_eq!(
-            (regs.rip, regs.rsi, regs.rsp),
-            (0x100_0000, ZERO_PAGE_START, BOOT_STACK_POINTER)
+            (regs.rip, regs.rsi, regs.rsp, regs.rbp, regs.rflags),
+            (
+                0x100_0000,
+                ZERO_PAGE_START,
+                BOOT_STACK_POINTER,
+                BOOT_STACK_POINTER,
+                2
+            )
         );
         let sregs = vcpu.get_sregs().unwrap();
         assert_eq!(sregs.cr3, PML4_START);
-        assert_ne!(sregs.cr0 & X86_CR0_PG, 0);
-        assert_ne!(sregs.efer & EFER_LMA, 0);
-        assert_eq!((sregs.cs.selector, sregs.cs.l), (8, 1));
         assert_eq!(
-            mem.read_obj::<u64>(GuestAddress(PML4_START)).unwrap(),
-            PDPTE_START | 3
+            sregs.cr0 & (X86_CR0_PE | X86_CR0_PG),
+            X86_CR0_PE | X86_CR0_PG
         );
+        assert_ne!(sregs.cr4 & X86_CR4_PAE, 0);
+        assert_eq!(sregs.efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
+        assert_eq!((sregs.cs.selector, sregs.cs.l, sregs.cs.db), (0x08, 1, 0));
+        assert_eq!((sregs.ds.selector, sregs.ss.selector), (0x10, 0x10));
+        assert_eq!((sregs.tr.selector, sregs.tr.type_), (0x18, 0xb));
+        assert_eq!((sregs.gdt.base, sregs.gdt.limit), (BOOT_GDT, 31));
+        assert_eq!((sregs.idt.base, sregs.idt.limit), (BOOT_IDT, 0));
+        let gdt: Vec<u64> = (0..4)
+            .map(|i| mem.read_obj(GuestAddress(BOOT_GDT + 8 * i)).unwrap())
+            .collect();
+        assert_eq!(gdt, GDT_LINUX64);
+        assert_eq!(GDT_LINUX64[1], 0x00af_9b00_0000_ffff);
         assert_eq!(
-            mem.read_obj::<u64>(GuestAddress(PDPTE_START + 24)).unwrap(),
-            (PDE_START + 0x3000) | 3
-        );
-        let last_pde = PDE_START + 8 * (512 * PDE_COUNT - 1);
-        assert_eq!(
-            mem.read_obj::<u64>(GuestAddress(last_pde)).unwrap(),
-            (2047 << 21) | 0x83
+            mem.read_obj::<u64>(GuestAddress(PDE_START + 8)).unwrap(),
+            0x20_0083
         );
     }
 
     #[test]
     fn pvh_state() {
         let Some((_vm, vcpu)) = vcpu() else { return };
-        let mem = GuestMemoryMmap::from_ranges(&arch_memory_regions(64 << 20)).unwrap();
+        let mem = mem();
         let entry = BootEntry::Pvh {
             entry: GuestAddress(0x10_0000),
         };
         setup_regs(&vcpu, &entry).unwrap();
         setup_sregs(&mem, &vcpu, &entry).unwrap();
-        assert_eq!(vcpu.get_regs().unwrap().rbx, PVH_INFO_START);
+        let regs = vcpu.get_regs().unwrap();
+        assert_eq!(
+            (regs.rip, regs.rbx, regs.rflags),
+            (0x10_0000, PVH_INFO_START, 2)
+        );
         let sregs = vcpu.get_sregs().unwrap();
-        assert_eq!(sregs.cr0 & X86_CR0_PG, 0);
-        assert_eq!((sregs.cs.selector, sregs.cs.l, sregs.cs.db), (0x18, 0, 1));
-        assert_eq!(sregs.efer, 0);
+        assert_eq!(sregs.cr0 & (X86_CR0_PE | X86_CR0_PG), X86_CR0_PE);
+        assert_eq!(sregs.cr4 & X86_CR4_PAE, 0);
+        assert_eq!(sregs.efer & (EFER_LME | EFER_LMA), 0);
+        assert_eq!(
+            (sregs.cs.selector, sregs.cs.l, sregs.cs.db, sregs.cs.limit),
+            (0x08, 0, 1, 0xffff_ffff)
+        );
+        assert_eq!(
+            (sregs.ds.selector, sregs.ds.db, sregs.ds.base),
+            (0x10, 1, 0)
+        );
+        assert_eq!(sregs.tr.selector, 0x18);
+        assert_eq!(
+            mem.read_obj::<u64>(GuestAddress(BOOT_GDT + 8)).unwrap(),
+            0x00cf_9b00_0000_ffff
+        );
+    }
+
+    #[test]
+    fn reset_undoes_a_previous_run() {
+        let Some((_vm, vcpu)) = vcpu() else { return };
+        let mem = mem();
+        let entry = BootEntry::Linux64 {
+            entry: GuestAddress(0x100_0000),
+        };
+        setup_sregs(&mem, &vcpu, &entry).unwrap();
+        let first = vcpu.get_sregs().unwrap();
+        // What a guest might leave behind.
+        let mut dirty = first;
+        dirty.cr2 = 0xdead_b000;
+        dirty.cr4 |= 1 << 7; // PGE
+        dirty.cr3 = 0x30_0000;
+        vcpu.set_sregs(&dirty).unwrap();
+        let mut regs = vcpu.get_regs().unwrap();
+        regs.rax = 42;
+        vcpu.set_regs(&regs).unwrap();
+
+        setup_regs(&vcpu, &entry).unwrap();
+        setup_sregs(&mem, &vcpu, &entry).unwrap();
+        let again = vcpu.get_sregs().unwrap();
+        assert_eq!(
+            (again.cr2, again.cr3, again.cr4),
+            (first.cr2, first.cr3, first.cr4)
+        );
+        assert_eq!(again.apic_base, first.apic_base);
+        assert_eq!(again.apic_base & !0xfff, APIC_START);
+        assert_eq!(vcpu.get_regs().unwrap().rax, 0);
     }
 
     #[test]
     fn msrs_fpu_lint() {
         let Some((_vm, vcpu)) = vcpu() else { return };
-        setup_msrs(&vcpu).unwrap();
-        setup_fpu(&vcpu).unwrap();
-        set_lint(&vcpu).unwrap();
+        // A previous run's FPU state, then the boot state twice (a reset).
+        let dirty = kvm_fpu {
+            fcw: 0x27f,
+            mxcsr: 0x1f81,
+            ..Default::default()
+        };
+        vcpu.set_fpu(&dirty).unwrap();
+        for _ in 0..2 {
+            setup_msrs(&vcpu).unwrap();
+            setup_fpu(&vcpu).unwrap();
+            set_lint(&vcpu).unwrap();
+        }
         assert_eq!(vcpu.get_fpu().unwrap().fcw, 0x37f);
+        // KVM_GET_FPU does not report MXCSR (Linux leaves it 0); the XSAVE area does, at
+        // byte 24 of the legacy region.
+        let xsave = vcpu.get_xsave().unwrap();
+        assert_eq!(xsave.region[6], 0x1f80);
         let lapic = vcpu.get_lapic().unwrap();
         assert_eq!((lapic_reg(&lapic, APIC_LVT0) >> 8) & 7, APIC_MODE_EXTINT);
         assert_eq!((lapic_reg(&lapic, APIC_LVT1) >> 8) & 7, APIC_MODE_NMI);
+
+        let query: Vec<kvm_msr_entry> = boot_msrs()
+            .iter()
+            .map(|&(index, _)| kvm_msr_entry {
+                index,
+                ..Default::default()
+            })
+            .collect();
+        let pvm = std::path::Path::new("/sys/module/kvm_pvm").exists();
+        let mut msrs = Msrs::from_entries(&query).unwrap();
+        assert_eq!(vcpu.get_msrs(&mut msrs).unwrap(), query.len());
+        for (got, (index, want)) in msrs.as_slice().iter().zip(boot_msrs()) {
+            assert_eq!(got.index, index);
+            match index {
+                // The TSC has moved on since it was written (PVM guests read the host's TSC,
+                // which userspace cannot offset); fast strings may come with other
+                // MISC_ENABLE bits KVM sets itself.
+                MSR_IA32_TSC if pvm => {}
+                MSR_IA32_TSC => assert!(got.data < 1 << 40, "TSC was reset: {:#x}", got.data),
+                MSR_IA32_MISC_ENABLE => assert_eq!(got.data & want, want),
+                _ => assert_eq!(got.data, want, "MSR {index:#x}"),
+            }
+        }
+    }
+
+    #[test]
+    fn lapic_register_helpers() {
+        let mut state = kvm_lapic_state::default();
+        set_lapic_reg(&mut state, APIC_LVT1, 0x0001_0400);
+        assert_eq!(lapic_reg(&state, APIC_LVT1), 0x0001_0400);
+        assert_eq!(state.regs[APIC_LVT1 + 1], 0x04);
+        assert_eq!(
+            with_delivery_mode(0x0001_0000, APIC_MODE_EXTINT),
+            0x0001_0700
+        );
+        assert_eq!(with_delivery_mode(0x0001_0700, APIC_MODE_NMI), 0x0001_0400);
     }
 }
