@@ -42,6 +42,18 @@ pub struct RunArgs {
     /// Exit instead of rebooting when the guest resets (like QEMU's -no-reboot).
     #[arg(long)]
     pub no_reboot: bool,
+    /// No ACPI tables (like QEMU's `-M microvm,acpi=off`): virtio devices are then announced
+    /// on the kernel command line.
+    #[arg(long)]
+    pub no_acpi: bool,
+    /// Announce virtio devices on the kernel command line too (virtio_mmio.device=...), for
+    /// kernels built with VIRTIO_MMIO_CMDLINE_DEVICES.
+    #[arg(long)]
+    pub virtio_cmdline: bool,
+    /// What SIGTERM does: shutdown (end the VMM) or powerdown (press the guest's power
+    /// button; a guest that ignores it keeps running).
+    #[arg(long, value_name = "ACTION", default_value = "shutdown", value_parser = config::parse_sigterm_action)]
+    pub on_sigterm: config::SigtermAction,
     /// Boot entry: auto (PVH when the ELF has a PVH note), pvh or linux64.
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = config::parse_boot_mode)]
     pub boot: BootMode,
@@ -135,6 +147,8 @@ impl RunArgs {
             rng: self.rng,
             disks: self.disk.clone(),
             nets: self.net.clone(),
+            acpi: !self.no_acpi,
+            virtio_cmdline: self.virtio_cmdline || self.no_acpi,
         })
     }
 }

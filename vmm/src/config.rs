@@ -55,6 +55,12 @@ pub struct VmConfig {
     pub disks: Vec<devices::virtio::BlockConfig>,
     /// virtio-net interfaces on taps, in order.
     pub nets: Vec<devices::virtio::NetConfig>,
+    /// ACPI tables (how distro kernels find virtio-mmio devices, CPUs and the power button).
+    pub acpi: bool,
+    /// Also announce the virtio-mmio devices on the kernel command line
+    /// (`virtio_mmio.device=`), for kernels built with VIRTIO_MMIO_CMDLINE_DEVICES. Always on
+    /// without ACPI, since nothing else would tell the guest where they are.
+    pub virtio_cmdline: bool,
 }
 
 impl Default for VmConfig {
@@ -73,6 +79,8 @@ impl Default for VmConfig {
             rng: false,
             disks: Vec::new(),
             nets: Vec::new(),
+            acpi: true,
+            virtio_cmdline: false,
         }
     }
 }
@@ -318,6 +326,21 @@ pub fn parse_cpus(text: &str) -> Result<u8, ParseError> {
 }
 
 /// Parses `auto`, `pvh` or `linux64`.
+/// What SIGTERM asks of the VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigtermAction {
+    Shutdown,
+    Powerdown,
+}
+
+pub fn parse_sigterm_action(text: &str) -> Result<SigtermAction, ParseError> {
+    match text {
+        "shutdown" => Ok(SigtermAction::Shutdown),
+        "powerdown" => Ok(SigtermAction::Powerdown),
+        _ => err(format!("'{text}' is not one of shutdown, powerdown")),
+    }
+}
+
 pub fn parse_boot_mode(text: &str) -> Result<BootMode, ParseError> {
     match text {
         "auto" => Ok(BootMode::Auto),

@@ -12,6 +12,7 @@ use linux_loader::loader::elf::{Elf, Error as ElfError, PvhBootCapability};
 use linux_loader::loader::{self, KernelLoader, KernelLoaderResult};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, ReadVolatile};
 
+use crate::arch::x86_64::acpi::{self, MmioDevice};
 use crate::arch::x86_64::{boot_params, layout, memory, mptable, regs::BootEntry};
 use crate::config::{BootMode, KernelSource, VmConfig};
 
@@ -49,7 +50,12 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// Loads everything the guest needs to start and returns where the boot vCPU enters.
-pub fn load_boot_images(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<BootEntry, Error> {
+/// `virtio` lists the virtio-mmio windows the ACPI tables describe.
+pub fn load_boot_images(
+    mem: &GuestMemoryMmap,
+    config: &VmConfig,
+    virtio: &[MmioDevice],
+) -> Result<BootEntry, Error> {
     let (kernel, entry) = match &config.kernel {
         KernelSource::Embedded => load_kernel(mem, &mut Cursor::new(EMBEDDED_GUEST), config.boot)?,
         KernelSource::File(path) => {
@@ -62,6 +68,13 @@ pub fn load_boot_images(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<Boot
         None => None,
     };
     let cmdline = load_cmdline(mem, &config.cmdline)?;
+    let rsdp = if config.acpi {
+        let rsdp = acpi::setup_acpi(mem, config.cpus, virtio)
+            .map_err(|e| Error::BootTables(e.to_string()))?;
+        Some(rsdp)
+    } else {
+        None
+    };
     let tables = match entry {
         BootEntry::Linux64 { .. } => boot_params::configure_linux64(
             mem,
@@ -69,9 +82,10 @@ pub fn load_boot_images(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<Boot
             cmdline,
             initrd,
             kernel.setup_header,
+            rsdp,
         ),
         BootEntry::Pvh { .. } => {
-            boot_params::configure_pvh(mem, GuestAddress(layout::CMDLINE_START), initrd)
+            boot_params::configure_pvh(mem, GuestAddress(layout::CMDLINE_START), initrd, rsdp)
         }
     };
     tables.map_err(|e| Error::BootTables(e.to_string()))?;
@@ -184,13 +198,13 @@ mod tests {
             cmdline: "end=exit".into(),
             ..VmConfig::default()
         };
-        let entry = load_boot_images(&mem, &config).unwrap();
+        let entry = load_boot_images(&mem, &config, &[]).unwrap();
         assert!(matches!(entry, BootEntry::Pvh { .. }), "{entry:?}");
         let config = VmConfig {
             boot: BootMode::Linux64,
             ..config
         };
-        match load_boot_images(&mem, &config).unwrap() {
+        match load_boot_images(&mem, &config, &[]).unwrap() {
             BootEntry::Linux64 { entry } => assert!(entry.0 >= layout::HIGH_RAM_START),
             other => panic!("{other:?}"),
         }

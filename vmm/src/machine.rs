@@ -5,6 +5,7 @@ use std::fmt;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use devices::acpi::{Ged, PmControl, PmEvent, GED_BASE, GED_GSI, GED_SIZE, PM_BASE, PM_SIZE};
 use devices::bus::Bus;
 use devices::legacy::{self, DebugExit, Ioapic, Serial, I8042};
 use devices::virtio::{Net, Rng};
@@ -51,6 +52,8 @@ pub struct Machine {
     /// Written when the guest has read all queued console input.
     serial_input_drained: EventFd,
     ioapic: Arc<Mutex<Ioapic>>,
+    /// The power button's event device (present with ACPI).
+    ged: Option<Arc<Mutex<Ged>>>,
     virtio: Vec<VirtioSlot>,
     vm: Vm,
 }
@@ -94,6 +97,11 @@ impl Machine {
         pio.insert(Arc::new(Mutex::new(debug_exit)), legacy::DEBUG_EXIT_BASE, 2)
             .map_err(|e| dev(&e))?;
         legacy::register_noops(&mut pio).map_err(|e| dev(&e))?;
+        let ged = if config.acpi {
+            Some(attach_acpi_devices(&vm, &mut pio, &mut mmio, &requests)?)
+        } else {
+            None
+        };
 
         let router = GsiRouter::new(vm.fd().clone());
         let ioapic = Arc::new(Mutex::new(Ioapic::new(Box::new(router))));
@@ -122,7 +130,7 @@ impl Machine {
         // Kernels built with VIRTIO_MMIO_CMDLINE_DEVICES find the devices on the command line.
         let mut config = config.clone();
         let words = virtio_devices::cmdline_words(&virtio);
-        if !words.is_empty() {
+        if config.virtio_cmdline && !words.is_empty() {
             config.cmdline = [config.cmdline.as_str(), words.as_str()]
                 .join(" ")
                 .trim()
@@ -130,7 +138,8 @@ impl Machine {
         }
         let config = &config;
 
-        let entry = loader::load_boot_images(vm.memory(), config).map_err(Error::Load)?;
+        let windows = virtio_devices::mmio_devices(&virtio);
+        let entry = loader::load_boot_images(vm.memory(), config, &windows).map_err(Error::Load)?;
         let vcpu_fds = create_vcpus(&vm, config.cpus)?;
         let ctx = VcpuContext {
             pio_bus: Arc::new(pio),
@@ -146,6 +155,7 @@ impl Machine {
             serial,
             serial_input_drained: input_drained,
             ioapic,
+            ged,
             virtio,
             vm,
         })
@@ -172,6 +182,35 @@ impl Machine {
     pub fn stop(&mut self) {
         self.vcpus.stop();
     }
+}
+
+/// The hardware the ACPI tables describe: sleep/reset registers (a guest poweroff is a
+/// guest-shutdown request) and the GED behind the power button.
+fn attach_acpi_devices(
+    vm: &Vm,
+    pio: &mut Bus,
+    mmio: &mut Bus,
+    requests: &Arc<Requests>,
+) -> Result<Arc<Mutex<Ged>>, Error> {
+    let dev = |e: &dyn fmt::Display| Error::Device(e.to_string());
+    let on_event = requests.clone();
+    let pm = PmControl::new(Box::new(move |event| match event {
+        PmEvent::PowerOff => {
+            log::info!("guest powered off through ACPI S5");
+            on_event.shutdown_request(ShutdownCause::GuestShutdown);
+        }
+        PmEvent::Reset => {
+            on_event.reset_request(ShutdownCause::GuestReset);
+        }
+    }));
+    pio.insert(Arc::new(Mutex::new(pm)), PM_BASE, PM_SIZE)
+        .map_err(|e| dev(&e))?;
+    let irq = EventFd::new(EFD_NONBLOCK).map_err(|e| dev(&e))?;
+    vm.register_irqfd(&irq, GED_GSI).map_err(Error::Vm)?;
+    let ged = Arc::new(Mutex::new(Ged::new(irq)));
+    mmio.insert(ged.clone(), GED_BASE, GED_SIZE)
+        .map_err(|e| dev(&e))?;
+    Ok(ged)
 }
 
 /// Creates the vCPUs with their CPUID (APIC id, topology, hypervisor leaf) set. Registers
@@ -208,20 +247,28 @@ impl main_loop::Machine for Machine {
     /// Like QEMU: RAM keeps its contents; the kernel, initrd and boot tables are loaded again,
     /// devices return to their power-on state and every vCPU reloads its boot registers.
     fn reset(&mut self, _cause: ShutdownCause) -> Result<(), String> {
-        let entry =
-            loader::load_boot_images(self.vm.memory(), &self.config).map_err(|e| e.to_string())?;
+        let windows = virtio_devices::mmio_devices(&self.virtio);
+        let entry = loader::load_boot_images(self.vm.memory(), &self.config, &windows)
+            .map_err(|e| e.to_string())?;
         self.ioapic
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .reset();
+        if let Some(ged) = &self.ged {
+            ged.lock().unwrap_or_else(|p| p.into_inner()).reset();
+        }
         self.vcpus.reset(entry);
         Ok(())
     }
 
+    /// Presses the ACPI power button; what happens next is up to the guest.
     fn powerdown(&mut self) {
-        // The ACPI power button arrives with the ACPI tables; until then say so plainly.
-        eprintln!(
-            "vmm: powerdown requested, but this machine has no power button yet (no ACPI): ignored"
-        );
+        match &self.ged {
+            Some(ged) => ged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .press_power_button(),
+            None => log::warn!("powerdown requested, but without ACPI there is no power button"),
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Parser;
 use devices::legacy::SerialOutput;
 use vmm::cli::{self, Cli, Command, RunArgs};
-use vmm::config::{SerialConfig, VmConfig};
+use vmm::config::{SerialConfig, SigtermAction, VmConfig};
 use vmm::console::{self, StdinForwarder};
 use vmm::machine::Machine;
 use vmm::main_loop::{signals, LoopExit, MainLoop, Requests, ShutdownAction, ShutdownCause};
@@ -42,6 +42,7 @@ fn run(args: &RunArgs) -> u8 {
     };
     let requests = main_loop.requests();
     requests.set_no_reboot(config.no_reboot);
+    requests.set_sigterm_powerdown(args.on_sigterm == SigtermAction::Powerdown);
     let mut machine = match Machine::new(&config, requests.clone(), serial_out) {
         Ok(m) => m,
         Err(e) => return fail(&e.to_string()),

@@ -154,6 +154,14 @@ impl ManagedDomain {
         Ok(state)
     }
 
+    /// libvirt refuses shutdown and reboot for a domain that is not running.
+    fn require_running(&self) -> Result<(), RemoteError> {
+        match self.require_active()? {
+            RunState::Running => Ok(()),
+            _ => Err(invalid("domain is not running")),
+        }
+    }
+
     fn domain_xml(&self) -> String {
         let c = &self.config;
         let id = self.book().id;
@@ -316,22 +324,28 @@ impl Hypervisor for ManagedDomain {
         self.carry_out(|r| r.vm_start_request(), RunState::Running, "resume")
     }
 
+    /// Presses the power button and returns, as libvirt does: the guest may take its time,
+    /// or ignore it (destroy still works).
     fn shutdown(&self) -> Result<(), RemoteError> {
         let _job = self.job();
-        self.require_active()?;
-        // The request is the real one; the machine has no power button until the ACPI work
-        // lands, so say so rather than pretend the guest was asked.
-        self.requests.powerdown_request();
-        Err(RemoteError::new(
-            error_code::OPERATION_UNSUPPORTED,
-            error_domain::QEMU,
-            "Operation not supported: this machine has no ACPI power button yet; use destroy (or the guest's own poweroff)",
-        ))
+        self.require_running()?;
+        self.carry_out(
+            |r| r.powerdown_request(),
+            RunState::Running,
+            "take the power button press",
+        )
     }
 
-    /// Until the power button exists a reboot is a reset: the guest restarts at once.
+    /// libvirt's QEMU driver through ACPI: press the power button, and when the guest has
+    /// powered off, reset and run it again (same domain id; a reboot event, not a stop).
     fn reboot(&self) -> Result<(), RemoteError> {
-        self.reset()
+        let _job = self.job();
+        self.require_running()?;
+        self.carry_out(
+            |r| r.reboot_request(),
+            RunState::Running,
+            "take the power button press",
+        )
     }
 
     fn reset(&self) -> Result<(), RemoteError> {

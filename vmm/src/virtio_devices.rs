@@ -15,14 +15,15 @@ use devices::virtio::{
 use kvm_ioctls::IoEventAddress;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::arch::x86_64::acpi::MmioDevice;
 use crate::main_loop::{AioContext, Bh};
 use crate::vm::Vm;
 
 /// First device window (inside the MMIO gap below 4 GiB) and first interrupt line.
 pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
 pub const VIRTIO_FIRST_GSI: u32 = 5;
-/// IOAPIC pins 5..=23 are free for virtio devices.
-pub const VIRTIO_MAX_DEVICES: usize = 19;
+/// IOAPIC pins 5..=22 are free for virtio devices (23 is the ACPI GED's).
+pub const VIRTIO_MAX_DEVICES: usize = 18;
 
 /// One device on the machine.
 pub struct VirtioSlot {
@@ -95,6 +96,18 @@ pub fn attach_block(
     let mut slot = attach(vm, mmio, index, Box::new(block))?;
     slot.completion = Some(completion);
     Ok(slot)
+}
+
+/// The windows and interrupts of `slots`, as the ACPI tables describe them.
+pub fn mmio_devices(slots: &[VirtioSlot]) -> Vec<MmioDevice> {
+    slots
+        .iter()
+        .map(|s| MmioDevice {
+            base: s.base,
+            size: MMIO_WINDOW_SIZE,
+            gsi: s.gsi,
+        })
+        .collect()
 }
 
 /// The kernel command-line words announcing `slots` (virtio_mmio.device=SIZE@ADDR:IRQ).

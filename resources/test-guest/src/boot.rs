@@ -5,9 +5,11 @@
 
 use core::fmt;
 
+use crate::acpi::{self, Tables};
 use crate::cmdline;
 use crate::memmap::{MemoryMap, E820, MAX_ENTRIES};
 use crate::physmem::PhysMem;
+use crate::smp::Started;
 
 const CMDLINE_MAX: usize = 4096;
 
@@ -18,11 +20,13 @@ const PVH_VERSION: u64 = 4;
 const PVH_NR_MODULES: u64 = 12;
 const PVH_MODLIST: u64 = 16;
 const PVH_CMDLINE: u64 = 24;
+const PVH_RSDP: u64 = 32;
 const PVH_MEMMAP: u64 = 40;
 const PVH_MEMMAP_ENTRIES: u64 = 48;
 const PVH_MEMMAP_ENTRY_SIZE: u64 = 24;
 
 /// boot_params ("zero page"), Documentation/arch/x86/zero-page.rst.
+const BP_ACPI_RSDP_ADDR: u64 = 0x70;
 const BP_EXT_RAMDISK_IMAGE: u64 = 0xc0;
 const BP_EXT_RAMDISK_SIZE: u64 = 0xc4;
 const BP_EXT_CMD_LINE_PTR: u64 = 0xc8;
@@ -59,6 +63,12 @@ pub struct BootInfo {
     cmdline_len: usize,
     pub memmap: MemoryMap,
     pub initrd: Option<(u64, u64)>,
+    /// Where the boot protocol says the ACPI RSDP is (0 or absent: scan for it).
+    pub rsdp_hint: Option<u64>,
+    /// The ACPI tables: Ok(None) without an RSDP, Err naming what is broken.
+    pub acpi: Result<Option<Tables>, &'static str>,
+    /// The CPUs that came up (set by `smp::start_aps` once the tables are known).
+    pub started: Option<Started>,
     /// Why the boot information is incomplete, if it is in a way worth saying.
     pub problem: Option<&'static str>,
 }
@@ -71,6 +81,9 @@ impl BootInfo {
             cmdline_len: 0,
             memmap: MemoryMap::new(),
             initrd: None,
+            rsdp_hint: None,
+            acpi: Ok(None),
+            started: None,
             problem: None,
         };
         match kind {
@@ -85,7 +98,13 @@ impl BootInfo {
             _ => boot.problem = Some("unknown entry"),
         }
         boot.memmap.sort();
+        boot.acpi = acpi::load(boot.rsdp_hint, mem);
         boot
+    }
+
+    /// The ACPI tables, if they are there and sound.
+    pub fn tables(&self) -> Option<&Tables> {
+        self.acpi.as_ref().ok().and_then(|t| t.as_ref())
     }
 
     fn parse_pvh(&mut self, info: u64, mem: &impl PhysMem) {
@@ -94,6 +113,7 @@ impl BootInfo {
             return;
         }
         self.copy_cmdline(mem.u64(info + PVH_CMDLINE).unwrap_or(0), mem);
+        self.rsdp_hint = mem.u64(info + PVH_RSDP).filter(|&a| a != 0);
         let version = mem.u32(info + PVH_VERSION).unwrap_or(0);
         if version >= 1 {
             let map = mem.u64(info + PVH_MEMMAP).unwrap_or(0);
@@ -127,6 +147,7 @@ impl BootInfo {
                 | u64::from(mem.u32(params + high).unwrap_or(0)) << 32
         };
         self.copy_cmdline(split(BP_CMD_LINE_PTR, BP_EXT_CMD_LINE_PTR), mem);
+        self.rsdp_hint = mem.u64(params + BP_ACPI_RSDP_ADDR).filter(|&a| a != 0);
         for i in 0..u64::from(count).min(MAX_ENTRIES as u64) {
             let at = params + BP_E820_TABLE + i * BP_E820_ENTRY_SIZE;
             match (mem.u64(at), mem.u64(at + 8), mem.u32(at + 16)) {

@@ -39,6 +39,7 @@ pub fn run(boot: &BootInfo, name: &str, t: &mut Tally) {
         "serial" => serial(t),
         "e820" => e820(boot, t),
         "cpus" => cpus(boot, t),
+        "acpi" => acpi(boot, t),
         "cpuid" => cpuid(t),
         "reset" => reset(t),
         "pio-bench" => pio_bench(boot, t),
@@ -100,24 +101,79 @@ fn e820(boot: &BootInfo, t: &mut Tally) {
     );
 }
 
-/// CPUs from the MP table (1 without one); with `cpus=N` the count must match.
+/// The CPUs that came up, the MADT's and the MP table's counts agree (each table where
+/// present); with `cpus=N` they must all be N.
 fn cpus(boot: &BootInfo, t: &mut Tally) {
-    match mptable::cpu_count(&IdentityMap) {
-        Err(why) => report(t, "cpus", false, format_args!("MP table: {why}")),
-        Ok((n, source)) => {
-            let expected = boot.number("cpus");
-            let ok = expected.is_none_or(|e| e == u64::from(n));
-            match expected {
-                Some(e) => report(
-                    t,
-                    "cpus",
-                    ok,
-                    format_args!("count={n} expected={e} source={source}"),
-                ),
-                None => report(t, "cpus", ok, format_args!("count={n} source={source}")),
-            }
-        }
-    }
+    let (mp, source) = match mptable::cpu_count(&IdentityMap) {
+        Err(why) => return report(t, "cpus", false, format_args!("MP table: {why}")),
+        Ok(found) => found,
+    };
+    let started = boot.started.as_ref().map_or(1, |s| s.ids().len() as u64);
+    let missing = boot.started.as_ref().map_or(0, |s| s.missing);
+    let madt = boot.tables().map(|a| a.madt.apic_ids().len() as u64);
+    let expected = boot.number("cpus").unwrap_or(started);
+    let ok = missing == 0
+        && started == expected
+        && u64::from(mp) == expected
+        && madt.is_none_or(|m| m == expected);
+    report(
+        t,
+        "cpus",
+        ok,
+        format_args!(
+            "started={started} missing={missing} madt={} mp={mp} ({source}) expected={expected}",
+            madt.unwrap_or(0)
+        ),
+    );
+}
+
+/// Every ACPI table is there with a good checksum (checked while loading), and says what
+/// this machine has: hardware-reduced FADT with sleep and reset registers, a local APIC per
+/// CPU and one IOAPIC, and a DSDT with COM1, the power button behind a GED, `_S5`, and one
+/// LNRO0005 device per virtio-mmio window, each answering at its address.
+fn acpi(boot: &BootInfo, t: &mut Tally) {
+    let tables = match &boot.acpi {
+        Ok(Some(tables)) => tables,
+        Ok(None) => return report(t, "acpi", false, format_args!("no RSDP")),
+        Err(why) => return report(t, "acpi", false, format_args!("{why}")),
+    };
+    let dsdt = &tables.dsdt;
+    let fadt_ok = tables.fadt.hw_reduced
+        && tables.fadt.sleep_control.is_some()
+        && tables.fadt.sleep_status.is_some()
+        && tables.fadt.reset.is_some();
+    let started = boot.started.as_ref().map_or(1, |s| s.ids().len());
+    let madt_ok = tables.madt.apic_ids().len() == started && tables.madt.ioapics == 1;
+    let com1 = dsdt
+        .find("PNP0501")
+        .any(|d| d.io.map(|(port, _)| port) == Some(io::COM1));
+    let button = dsdt.find("PNP0C0C").count() == 1;
+    let ged = dsdt
+        .find("ACPI0013")
+        .any(|d| d.memory.is_some() && d.irq.is_some() && d.has_evt);
+    let listed = dsdt.find(virtio::ACPI_HID).count();
+    let answering = virtio::devices(boot).count();
+    let ok = fadt_ok
+        && madt_ok
+        && com1
+        && button
+        && ged
+        && dsdt.s5.is_some()
+        && listed == answering
+        && dsdt.dropped == 0;
+    report(
+        t,
+        "acpi",
+        ok,
+        format_args!(
+            "rsdp={:#x} tables={} fadt={fadt_ok} lapics={} cpus={started} ioapics={} com1={com1} power_button={button} ged={ged} s5={:?} virtio={listed} answering={answering}",
+            tables.rsdp,
+            tables.checked,
+            tables.madt.apic_ids().len(),
+            tables.madt.ioapics,
+            dsdt.s5,
+        ),
+    );
 }
 
 fn cpuid(t: &mut Tally) {
@@ -254,7 +310,7 @@ fn virtio(boot: &BootInfo, t: &mut Tally) {
             t,
             "virtio",
             false,
-            format_args!("no virtio devices on the command line"),
+            format_args!("no virtio devices in the DSDT or on the command line"),
         );
     }
 }

@@ -1,7 +1,7 @@
 //! vmm-test-guest: a tiny kernel that proves a VMM on hosts where guest kernel code is
 //! emulated (PVM): about fifty CPL0 instructions (entry.rs), then everything at CPL3 in Rust.
 //!
-//! Command line: `end=exit|reset|idle|halt|triple-fault` (default idle), `test=a,b,...`,
+//! Command line: `end=exit|poweroff|reset|idle|halt|triple-fault` (default idle), `test=a,b,...`,
 //! `quiet` (no report), check parameters (`cpus=N`, `pio.count=N`, `ticker.count=N`, ...).
 //!
 //! Built for the host target without std (build.sh); `build.sh --test` compiles the same
@@ -11,6 +11,8 @@
 #![cfg_attr(not(test), no_main)]
 #![cfg_attr(test, allow(dead_code))]
 
+mod acpi;
+mod aml;
 mod boot;
 mod checks;
 mod cmdline;
@@ -20,10 +22,12 @@ mod io;
 mod memmap;
 mod mptable;
 mod physmem;
+mod power;
 mod prompt;
 mod report;
 #[cfg(not(test))]
 mod rt;
+mod smp;
 mod virtio;
 
 #[cfg(not(test))]
@@ -51,7 +55,17 @@ pub extern "C" fn rust_start(kind: u64, info: u64) -> ! {
     use io::Console;
 
     let _ = writeln!(Console, "vmm-test-guest: hello");
-    let boot = boot::BootInfo::parse(kind, info, &physmem::IdentityMap);
+    let mut boot = boot::BootInfo::parse(kind, info, &physmem::IdentityMap);
+    // The MADT lists the CPUs; without ACPI, the MP table does.
+    let mut mp_ids = [0u8; smp::MAX_CPUS];
+    let listed = match boot.tables() {
+        Some(t) => t.madt.apic_ids(),
+        None => {
+            let n = mptable::apic_ids(&physmem::IdentityMap, &mut mp_ids);
+            &mp_ids[..n]
+        }
+    };
+    boot.started = Some(smp::start_aps(listed));
     if !boot.has_word("quiet") {
         report::print(&boot);
     }
@@ -67,6 +81,7 @@ pub extern "C" fn rust_start(kind: u64, info: u64) -> ! {
     );
     match boot.arg("end").unwrap_or("idle") {
         "exit" => io::exit(u8::from(tally.fail > 0)),
+        "poweroff" => power::poweroff(&boot),
         "reset" => io::reset(),
         "halt" => {
             let emulated = entry::cpl0_is_emulated(entry::cpl0_ticks().1);

@@ -70,6 +70,26 @@ fn regions(mem: &impl PhysMem) -> [(u64, u64); 4] {
 
 /// Ok(None) if there is no MP table; Err with a reason if one is there but broken.
 pub fn find(mem: &impl PhysMem) -> Result<Option<MpInfo>, &'static str> {
+    find_with(mem, &mut |_| {})
+}
+
+/// The local APIC ids of the enabled processors, into `ids`; how many (0 without a table).
+pub fn apic_ids(mem: &impl PhysMem, ids: &mut [u8]) -> usize {
+    let mut count = 0;
+    let _ = find_with(mem, &mut |id| {
+        if let Some(slot) = ids.get_mut(count) {
+            *slot = id;
+            count += 1;
+        }
+    });
+    count
+}
+
+/// `find`, calling `on_cpu` with each enabled processor's local APIC id.
+fn find_with(
+    mem: &impl PhysMem,
+    on_cpu: &mut dyn FnMut(u8),
+) -> Result<Option<MpInfo>, &'static str> {
     let Some(pointer) = regions(mem)
         .iter()
         .filter(|(start, _)| *start != 0)
@@ -110,6 +130,7 @@ pub fn find(mem: &impl PhysMem) -> Result<Option<MpInfo>, &'static str> {
         if kind == ENTRY_PROCESSOR {
             let flags = mem.u8(at + 3).ok_or("table unreadable")?;
             if flags & CPU_ENABLED != 0 {
+                on_cpu(mem.u8(at + 1).ok_or("table unreadable")?);
                 info.cpus += 1;
                 info.boot_cpus += u32::from(flags & CPU_BOOTSTRAP != 0);
             }
@@ -255,6 +276,25 @@ mod tests {
         mem.put(0x9fc10, &table(&[3, 3], 0));
         assert_eq!(find(&mem).map(|m| m.map(|i| i.boot_cpus)), Ok(Some(2)));
         assert!(cpu_count(&mem).is_err());
+    }
+
+    #[test]
+    fn apic_ids_of_enabled_processors() {
+        let mut mem = FakeMem::new(0x9fc00, 0x400);
+        let t = table(&[CPU_ENABLED | CPU_BOOTSTRAP, 0, CPU_ENABLED], 3);
+        mem.put(0x9fc00, &t);
+        let mut ids = [0u8; 4];
+        assert_eq!(apic_ids(&mem, &mut ids), 0, "no floating pointer yet");
+        let mut with_pointer = FakeMem::new(0x9f000, 0x1000);
+        with_pointer.put(0x9fc40, &t);
+        let mut fp = [0u8; 16];
+        fp[..4].copy_from_slice(b"_MP_");
+        fp[4..8].copy_from_slice(&0x9fc40u32.to_le_bytes());
+        fp[8] = 1;
+        fix_checksum(&mut fp, 10);
+        with_pointer.put(0x9fc00, &fp);
+        assert_eq!(apic_ids(&with_pointer, &mut ids), 2);
+        assert_eq!(&ids[..2], &[0, 2]);
     }
 
     #[test]

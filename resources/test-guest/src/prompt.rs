@@ -1,22 +1,34 @@
 //! The idle console (end=idle): a tiny shell on COM1, polled at CPL3 with interrupts off.
 //! Polls are paced with ~1 ms of native TSC spinning, so an idle guest makes about a thousand
-//! exits a second rather than an exit storm.
+//! exits a second rather than an exit storm. With ACPI, the power button (the GED's event
+//! register) is polled too, and a press powers the VM off through S5, as an OS would.
 
 use core::fmt::Write;
 
 use crate::boot::BootInfo;
 use crate::io::{self, Console, COM1, LSR_DATA_READY, UART_LSR};
+use crate::power;
 
 const LINE_MAX: usize = 128;
 const BACKSPACE: u8 = 0x08;
 const DELETE: u8 = 0x7f;
 
+/// Polls of the UART per poll of the power button (each poll is an exit).
+const BUTTON_POLL_EVERY: u32 = 16;
+
 /// The next byte from the UART. An LSR of 0xff is a floating bus (no UART), not data.
-fn read_byte() -> u8 {
+fn read_byte(boot: &BootInfo) -> u8 {
+    let button = power::has_power_button(boot);
+    let mut polls = 0u32;
     loop {
         let lsr = io::inb(COM1 + UART_LSR);
         if lsr != 0xff && lsr & LSR_DATA_READY != 0 {
             return io::inb(COM1);
+        }
+        polls = polls.wrapping_add(1);
+        if button && polls.is_multiple_of(BUTTON_POLL_EVERY) && power::power_button_pressed(boot) {
+            let _ = writeln!(Console, "\npower button pressed: powering off");
+            power::poweroff(boot);
         }
         io::wait_ms(1);
     }
@@ -45,10 +57,10 @@ pub fn parse(line: &str) -> Command<'_> {
 }
 
 /// Reads one line, echoing it; backspace/delete erase, CR or LF ends it.
-fn read_line(line: &mut [u8; LINE_MAX]) -> usize {
+fn read_line(boot: &BootInfo, line: &mut [u8; LINE_MAX]) -> usize {
     let mut len = 0;
     loop {
-        match read_byte() {
+        match read_byte(boot) {
             b'\r' | b'\n' => return len,
             BACKSPACE | DELETE if len > 0 => {
                 len -= 1;
@@ -69,7 +81,7 @@ pub fn run(boot: &BootInfo) -> ! {
     let mut line = [0u8; LINE_MAX];
     loop {
         let _ = write!(Console, "guest> ");
-        let len = read_line(&mut line);
+        let len = read_line(boot, &mut line);
         let _ = writeln!(Console);
         match parse(core::str::from_utf8(&line[..len]).unwrap_or("")) {
             Command::Empty => {}
@@ -79,7 +91,7 @@ pub fn run(boot: &BootInfo) -> ! {
             Command::Info => crate::report::print(boot),
             Command::Poweroff => {
                 let _ = writeln!(Console, "powering off");
-                io::exit(0);
+                power::poweroff(boot);
             }
             Command::Reboot => {
                 let _ = writeln!(Console, "rebooting");

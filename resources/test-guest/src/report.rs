@@ -6,7 +6,7 @@ use core::fmt::Write;
 use crate::boot::BootInfo;
 use crate::io::Console;
 use crate::memmap::Kind;
-use crate::{cpu, entry, mptable, physmem};
+use crate::{cpu, entry};
 
 pub fn print(boot: &BootInfo) {
     let mut out = Console;
@@ -33,12 +33,36 @@ pub fn print(boot: &BootInfo) {
         let _ = writeln!(out, "e820: {:#x}-{:#x} {}", e.addr, e.end(), Kind(e.kind));
     }
     let _ = writeln!(out, "memory: {} MiB", boot.ram_mib());
-    match mptable::cpu_count(&physmem::IdentityMap) {
-        Ok((n, _)) => {
-            let _ = writeln!(out, "cpus: {n}");
+    // CPUs that actually came up (the boot CPU and every AP that answered its STARTUP IPI).
+    match &boot.started {
+        Some(started) => {
+            let _ = writeln!(out, "cpus: {}", started.ids().len());
+            let _ = write!(out, "apic ids:");
+            for id in started.ids() {
+                let _ = write!(out, " {id}");
+            }
+            let _ = writeln!(out);
+        }
+        None => {
+            let _ = writeln!(out, "cpus: 1");
+        }
+    }
+    match &boot.acpi {
+        Ok(Some(t)) => {
+            let _ = writeln!(
+                out,
+                "acpi: rsdp={:#x} tables={} devices={} lapics={}",
+                t.rsdp,
+                t.checked,
+                t.dsdt.devices().len(),
+                t.madt.apic_ids().len()
+            );
+        }
+        Ok(None) => {
+            let _ = writeln!(out, "acpi: none");
         }
         Err(why) => {
-            let _ = writeln!(out, "cpus: 1 (MP table: {why})");
+            let _ = writeln!(out, "acpi: broken ({why})");
         }
     }
     match boot.initrd {

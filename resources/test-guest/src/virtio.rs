@@ -1,5 +1,6 @@
 //! A minimal virtio-mmio driver at CPL3, polling: enough to bring a device up, give it one
-//! queue of 8 descriptors and wait for buffers to come back. Devices are found from the
+//! queue of 8 descriptors and wait for buffers to come back. Devices are found as an OS finds
+//! them: in the DSDT (`LNRO0005` devices) when there are ACPI tables, otherwise from the
 //! `virtio_mmio.device=SIZE@ADDR:IRQ` words on the command line.
 
 use core::ptr::{read_volatile, write_volatile};
@@ -83,25 +84,46 @@ fn parse_hex(s: &str) -> Option<usize> {
     usize::from_str_radix(s.trim_start_matches("0x"), 16).ok()
 }
 
-/// Every virtio-mmio device named on the command line that answers with the magic value.
-pub fn devices(boot: &BootInfo) -> impl Iterator<Item = Device> + '_ {
-    boot.cmdline().split_ascii_whitespace().filter_map(|w| {
-        let spec = w.strip_prefix("virtio_mmio.device=")?;
-        let (_, rest) = spec.split_once('@')?;
-        let (addr, irq) = rest.split_once(':')?;
-        let base = parse_hex(addr)?;
-        if !(0xc000_0000..0x1_0000_0000).contains(&base)
-            || rd(base, REG_MAGIC) != MAGIC
-            || rd(base, REG_VERSION) != 2
-        {
-            return None;
-        }
-        Some(Device {
-            base,
-            irq: irq.parse().ok()?,
-            device_id: rd(base, REG_DEVICE_ID),
-        })
+/// The _HID of a virtio-mmio device in a DSDT.
+pub const ACPI_HID: &str = "LNRO0005";
+
+/// A modern virtio-mmio device at `base`, if one answers there.
+fn probe(base: usize, irq: u32) -> Option<Device> {
+    if !(0xc000_0000..0x1_0000_0000).contains(&base)
+        || rd(base, REG_MAGIC) != MAGIC
+        || rd(base, REG_VERSION) != 2
+    {
+        return None;
+    }
+    Some(Device {
+        base,
+        irq,
+        device_id: rd(base, REG_DEVICE_ID),
     })
+}
+
+/// Every virtio-mmio device that answers with the magic value: the DSDT's if it lists any,
+/// else the command line's.
+pub fn devices(boot: &BootInfo) -> impl Iterator<Item = Device> + '_ {
+    let acpi = boot.tables().map(|t| t.dsdt.find(ACPI_HID));
+    let use_cmdline = boot
+        .tables()
+        .is_none_or(|t| t.dsdt.find(ACPI_HID).next().is_none());
+    let from_acpi = acpi
+        .into_iter()
+        .flatten()
+        .filter_map(|d| probe(d.memory?.0 as usize, d.irq?));
+    let from_cmdline = boot
+        .cmdline()
+        .split_ascii_whitespace()
+        .filter(move |_| use_cmdline)
+        .filter_map(|w| {
+            let spec = w.strip_prefix("virtio_mmio.device=")?;
+            let (_, rest) = spec.split_once('@')?;
+            let (addr, irq) = rest.split_once(':')?;
+            probe(parse_hex(addr)?, irq.parse().ok()?)
+        });
+    from_acpi.chain(from_cmdline)
 }
 
 /// The features the device offers.

@@ -206,6 +206,12 @@ impl MainLoop {
             self.emit(Event::Suspend);
         }
         if let Some((cause, status)) = requests.take(|p| p.shutdown.take()) {
+            let reboot = requests.take(|p| std::mem::take(&mut p.reboot_on_guest_shutdown));
+            if reboot && cause == ShutdownCause::GuestShutdown && self.state() == RunState::Running
+            {
+                // The guest powered off after a reboot's power button: start it again.
+                return self.reset(machine, cause);
+            }
             self.emit(Event::Shutdown { cause });
             if let Some(exit) = self.shutdown(machine, cause, status) {
                 return Some(exit);

@@ -33,6 +33,8 @@ pub(crate) struct Pending {
     pub shutdown: Option<(ShutdownCause, Option<i32>)>,
     pub reset: Option<ShutdownCause>,
     pub powerdown: bool,
+    /// libvirt's "fake reboot": the next guest poweroff restarts the guest instead.
+    pub reboot_on_guest_shutdown: bool,
     pub vmstop: Option<RunState>,
     pub wakeup: bool,
     pub suspend: bool,
@@ -57,6 +59,7 @@ pub struct Requests {
     pending: Mutex<Pending>,
     notifier: LoopNotifier,
     no_reboot: AtomicBool,
+    sigterm_powerdown: AtomicBool,
     /// The run state and progress as last published by the loop, for waiters.
     published: Mutex<Published>,
     state_changed: Condvar,
@@ -68,6 +71,7 @@ impl Requests {
             pending: Mutex::new(Pending::default()),
             notifier,
             no_reboot: AtomicBool::new(false),
+            sigterm_powerdown: AtomicBool::new(false),
             published: Mutex::new(Published {
                 state: RunState::Prelaunch,
                 handled: 0,
@@ -151,8 +155,18 @@ impl Requests {
         self.file(|p| p.reset = Some(cause))
     }
 
+    /// Presses the power button; the guest decides what to do.
     pub fn powerdown_request(&self) -> Ticket {
         self.file(|p| p.powerdown = true)
+    }
+
+    /// Presses the power button and, when the guest has powered off, starts it again (how
+    /// libvirt's QEMU driver reboots through ACPI).
+    pub fn reboot_request(&self) -> Ticket {
+        self.file(|p| {
+            p.powerdown = true;
+            p.reboot_on_guest_shutdown = true;
+        })
     }
 
     /// Stops the vCPUs and moves to `state` (Paused for a plain stop).
@@ -190,6 +204,16 @@ impl Requests {
 
     pub fn no_reboot(&self) -> bool {
         self.no_reboot.load(Ordering::Relaxed)
+    }
+
+    /// With this set, SIGTERM presses the power button of a running guest instead of ending
+    /// the VMM (`--on-sigterm=powerdown`).
+    pub fn set_sigterm_powerdown(&self, powerdown: bool) {
+        self.sigterm_powerdown.store(powerdown, Ordering::Relaxed);
+    }
+
+    pub fn sigterm_powerdown(&self) -> bool {
+        self.sigterm_powerdown.load(Ordering::Relaxed)
     }
 
     /// The current run state.

@@ -1,7 +1,9 @@
 //! Host signals as main-loop events (QEMU's qemu_signal_init): SIGINT, SIGTERM and SIGHUP are
 //! blocked in every thread and read from a signalfd the loop watches, so their handling runs in
 //! loop context rather than in a signal handler. Each becomes a shutdown request with cause
-//! "host signal". (The vCPU kick signal is a real-time signal and never in this set.)
+//! "host signal", except that SIGTERM can be set to press a running guest's power button
+//! instead (`--on-sigterm=powerdown`). (The vCPU kick signal is a real-time signal and never
+//! in this set.)
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::aio::AioContext;
 use super::requests::{Requests, ShutdownCause};
+use super::runstate::RunState;
 
 fn host_signals() -> SigSet {
     let mut set = SigSet::empty();
@@ -37,8 +40,14 @@ pub fn watch_host_signals(aio: &AioContext, requests: Arc<Requests>) -> nix::Res
         fd,
         Some(Box::new(move || {
             while let Ok(Some(info)) = signal_fd.read_signal() {
-                log::info!("received signal {}", info.ssi_signo);
-                requests.shutdown_request(ShutdownCause::HostSignal(info.ssi_signo as i32));
+                let signo = info.ssi_signo as i32;
+                log::info!("received signal {signo}");
+                let running = requests.state() == RunState::Running;
+                if signo == libc::SIGTERM && requests.sigterm_powerdown() && running {
+                    requests.powerdown_request();
+                } else {
+                    requests.shutdown_request(ShutdownCause::HostSignal(signo));
+                }
             }
         })),
         None,

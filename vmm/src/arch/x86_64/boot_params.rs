@@ -78,14 +78,17 @@ pub fn configure_linux64(
     cmdline_len: usize,
     initrd: Option<(GuestAddress, usize)>,
     setup_header: Option<setup_header>,
+    rsdp: Option<GuestAddress>,
 ) -> Result<()> {
-    let params = linux64_boot_params(
+    let mut params = linux64_boot_params(
         &e820_map(mem),
         cmdline_addr,
         cmdline_len,
         initrd,
         setup_header,
     )?;
+    // Boot protocol 2.14: the kernel takes the RSDP from here before scanning the BIOS area.
+    params.acpi_rsdp_addr = rsdp.map_or(0, |a| a.raw_value());
     LinuxBootConfigurator::write_bootparams(
         &BootParams::new(&params, GuestAddress(ZERO_PAGE_START)),
         mem,
@@ -98,8 +101,10 @@ pub fn pvh_boot_params(
     map: &[E820Entry],
     cmdline_addr: GuestAddress,
     initrd: Option<(GuestAddress, usize)>,
+    rsdp: Option<GuestAddress>,
 ) -> Result<BootParams> {
     let start_info = hvm_start_info {
+        rsdp_paddr: rsdp.map_or(0, |a| a.raw_value()),
         magic: XEN_HVM_START_MAGIC_VALUE,
         version: HVM_START_INFO_VERSION,
         cmdline_paddr: cmdline_addr.raw_value(),
@@ -141,8 +146,9 @@ pub fn configure_pvh(
     mem: &GuestMemoryMmap,
     cmdline_addr: GuestAddress,
     initrd: Option<(GuestAddress, usize)>,
+    rsdp: Option<GuestAddress>,
 ) -> Result<()> {
-    let params = pvh_boot_params(&e820_map(mem), cmdline_addr, initrd)?;
+    let params = pvh_boot_params(&e820_map(mem), cmdline_addr, initrd, rsdp)?;
     PvhBootConfigurator::write_bootparams(&params, mem)
         .map_err(|e| Error::Configurator("hvm_start_info", e))
 }
@@ -168,9 +174,11 @@ mod tests {
             9,
             Some((GuestAddress(0x300_0000), 0x1000)),
             None,
+            Some(GuestAddress(0xe_0000)),
         )
         .unwrap();
         let p: boot_params = m.read_obj(GuestAddress(ZERO_PAGE_START)).unwrap();
+        assert_eq!({ p.acpi_rsdp_addr }, 0xe_0000);
         assert_eq!({ p.hdr.boot_flag }, 0xaa55);
         assert_eq!({ p.hdr.header }, KERNEL_HDR_MAGIC);
         assert_eq!({ p.hdr.type_of_loader }, 0xff);
@@ -206,7 +214,7 @@ mod tests {
             type_of_loader: 0,
             ..Default::default()
         };
-        configure_linux64(&m, GuestAddress(CMDLINE_START), 1, None, Some(hdr)).unwrap();
+        configure_linux64(&m, GuestAddress(CMDLINE_START), 1, None, Some(hdr), None).unwrap();
         let p: boot_params = m.read_obj(GuestAddress(ZERO_PAGE_START)).unwrap();
         assert_eq!({ p.hdr.version }, 0x020f);
         assert_eq!({ p.hdr.loadflags }, 0x1);
@@ -252,9 +260,11 @@ mod tests {
             &m,
             GuestAddress(CMDLINE_START),
             Some((GuestAddress(0x300_0000), 0x2000)),
+            Some(GuestAddress(0xe_0000)),
         )
         .unwrap();
         let info: hvm_start_info = m.read_obj(GuestAddress(PVH_INFO_START)).unwrap();
+        assert_eq!({ info.rsdp_paddr }, 0xe_0000);
         assert_eq!({ info.magic }, 0x336e_c578);
         assert_eq!({ info.version }, 1);
         assert_eq!({ info.cmdline_paddr }, CMDLINE_START);
@@ -288,8 +298,9 @@ mod tests {
     #[test]
     fn pvh_without_initrd_has_no_modules() {
         let m = mem(16 << 20);
-        configure_pvh(&m, GuestAddress(CMDLINE_START), None).unwrap();
+        configure_pvh(&m, GuestAddress(CMDLINE_START), None, None).unwrap();
         let info: hvm_start_info = m.read_obj(GuestAddress(PVH_INFO_START)).unwrap();
         assert_eq!(({ info.nr_modules }, { info.modlist_paddr }), (0, 0));
+        assert_eq!({ info.rsdp_paddr }, 0, "no ACPI");
     }
 }

@@ -25,6 +25,10 @@ pub const CMDLINE_MAX_SIZE: usize = 4096;
 /// Extended BIOS data area: the MP table goes here; reserved up to 1 MiB in the e820 map.
 pub const EBDA_START: u64 = 0x9fc00;
 pub const MPTABLE_START: u64 = EBDA_START;
+/// ACPI: the RSDP where Linux scans for it (the BIOS area 0xe0000-0xfffff), the other tables
+/// after it; all inside the reserved range below 1 MiB.
+pub const ACPI_START: u64 = 0xe_0000;
+pub const ACPI_END: u64 = 0x10_0000;
 /// BIOS data area word holding the EBDA segment (where MP-spec scanners look first).
 pub const BDA_EBDA_SEGMENT: u64 = 0x40e;
 /// RAM above the legacy first MiB; kernels and initrds go here.
@@ -50,6 +54,7 @@ const _: () = {
     assert!(BOOT_STACK_POINTER < PML4_START);
     assert!(PDE_START + PDE_COUNT * 4096 <= CMDLINE_START);
     assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
+    assert!(ACPI_END == HIGH_RAM_START);
     assert!(IOAPIC_START >= MMIO_GAP_START && APIC_START < MMIO_GAP_END);
     assert!(KVM_IDENTITY_MAP + 4096 == KVM_TSS_ADDRESS);
     assert!(KVM_TSS_ADDRESS + 3 * 4096 <= MMIO_GAP_END);

@@ -2,6 +2,7 @@
 //! CPUID, the registers the kernel starts with, and the tables it reads (boot_params/e820,
 //! PVH start info, MP table).
 
+pub mod acpi;
 pub mod boot_params;
 pub mod cpuid;
 pub mod e820;

@@ -9,7 +9,7 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::layout::{APIC_START, BDA_EBDA_SEGMENT, EBDA_START, HIGH_RAM_START, IOAPIC_START};
+use super::layout::{ACPI_START, APIC_START, BDA_EBDA_SEGMENT, EBDA_START, IOAPIC_START};
 use super::{Error, Result};
 
 const MPC_SPEC_REV: u8 = 4;
@@ -73,7 +73,7 @@ pub const fn mptable_size(num_cpus: u8) -> usize {
 }
 
 // The largest table fits between the EBDA and 1 MiB.
-const _: () = assert!(EBDA_START + mptable_size(MAX_CPUS) as u64 <= HIGH_RAM_START);
+const _: () = assert!(EBDA_START + mptable_size(MAX_CPUS) as u64 <= ACPI_START);
 
 /// The MP floating pointer followed by the configuration table for `num_cpus`, for placing at
 /// guest address `table_addr`.

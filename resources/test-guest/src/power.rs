@@ -1,0 +1,48 @@
+//! ACPI power management as an OS does it on a hardware-reduced platform: S5 through the
+//! FADT's sleep control register with the DSDT's `_S5` sleep type, and the power button seen
+//! through the Generic Event Device's event register (polled: this guest takes no interrupts).
+
+use crate::boot::BootInfo;
+use crate::io;
+
+const SLP_EN: u8 = 1 << 5;
+const WAK_STS: u8 = 1 << 7;
+const GED_HID: &str = "ACPI0013";
+const GED_EVENT_POWER_BUTTON: u32 = 1;
+
+/// Powers off through ACPI S5 if the tables allow it; otherwise (or if the VMM ignores the
+/// write) through io::exit's fallbacks.
+pub fn poweroff(boot: &BootInfo) -> ! {
+    if let Some(t) = boot.tables() {
+        if let (Some(control), Some(typ)) = (t.fadt.sleep_control, t.dsdt.s5) {
+            if let Some(status) = t.fadt.sleep_status {
+                io::outb(status.0, WAK_STS);
+            }
+            io::outb(control.0, (typ & 7) << 2 | SLP_EN);
+            io::wait_ms(100);
+        }
+    }
+    io::exit(0)
+}
+
+/// The GED's event register, if the DSDT has a GED with a memory window.
+fn ged_register(boot: &BootInfo) -> Option<usize> {
+    let t = boot.tables()?;
+    let ged = t.dsdt.find(GED_HID).next()?;
+    ged.memory.map(|(base, _)| base as usize)
+}
+
+/// True once per press: reading the register clears it.
+pub fn power_button_pressed(boot: &BootInfo) -> bool {
+    let Some(register) = ged_register(boot) else {
+        return false;
+    };
+    // SAFETY: the DSDT's GED window lies in the MMIO gap, mapped uncached and user accessible.
+    let events = unsafe { core::ptr::read_volatile(register as *const u32) };
+    events & GED_EVENT_POWER_BUTTON != 0
+}
+
+/// Whether there is a power button to poll.
+pub fn has_power_button(boot: &BootInfo) -> bool {
+    ged_register(boot).is_some()
+}
