@@ -24,7 +24,8 @@ fn guest_reads_entropy_from_virtio_rng() {
         );
         r.assert_success();
         r.assert_console_has(&[
-            "virtio_mmio.device=4K@0xd0000000:5",
+            // Found through the DSDT: COM1, the rng, the power button and its GED.
+            "acpi: rsdp=0xe0000 tables=5 devices=4",
             "TEST rng PASS len=64 varied=true interrupt_status=true",
             "RESULT PASS pass=3 fail=0",
             // The interrupt path: device -> irqfd -> the IOAPIC pin's MSI route -> the LAPIC.
