@@ -7,9 +7,11 @@
 #   libvirt-clients python3-libvirt   the real management clients the tests drive (virsh,
 #                               libvirt-python for /usr/bin/python3)
 #   libvirt-daemon              the RPC benchmark's baseline (libvirtd with the test driver)
+#   iproute2 e2fsprogs          the network tests' namespaces and taps (ip); the Linux test's
+#                               ext2 disk (mkfs.ext2)
 set -euo pipefail
 packages=(libglib2.0-dev pkg-config qemu-system-x86 time busybox-static cpio
-          libvirt-clients python3-libvirt libvirt-daemon)
+          libvirt-clients python3-libvirt libvirt-daemon iproute2 e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{kvm_available, run_to_end};
+use common::{kvm_available, report_value, run_to_end, NetNs, TempDir, VmmRun};
 
 /// Why Linux boot tests cannot run on this host, if they cannot.
 fn skip_reason() -> Option<String> {
@@ -54,18 +54,44 @@ fn linux_guest() -> (PathBuf, PathBuf) {
     (kernel, initrd)
 }
 
+/// A 16 MiB ext2 image holding hello.txt with `text`.
+fn ext2_disk(dir: &TempDir, text: &str) -> PathBuf {
+    let stage = dir.path("stage");
+    std::fs::create_dir_all(&stage).unwrap();
+    std::fs::write(stage.join("hello.txt"), text).unwrap();
+    let image = dir.path("disk.img");
+    let status = Command::new("mkfs.ext2")
+        .args(["-q", "-F", "-d"])
+        .arg(&stage)
+        .arg(&image)
+        .arg("16M")
+        .status()
+        .expect("run mkfs.ext2 (apt-get install e2fsprogs)");
+    assert!(status.success(), "mkfs.ext2 failed");
+    image
+}
+
+/// Debian's stock kernel with ACPI only (no virtio on the command line): it finds the disk
+/// and the NIC through the DSDT, brings up both vCPUs from the MADT, mounts the disk, pings
+/// the host through the tap, and its `poweroff` (ACPI S5) ends the VMM.
 #[test]
-fn debian_kernel_boots_to_init_and_reboots_out() {
+fn debian_kernel_uses_acpi_devices_and_powers_off() {
     if let Some(reason) = skip_reason() {
-        eprintln!("debian_kernel_boots_to_init_and_reboots_out: skipped: {reason}");
+        eprintln!("debian_kernel_uses_acpi_devices_and_powers_off: skipped: {reason}");
         return;
     }
-    if !kvm_available("debian_kernel_boots_to_init_and_reboots_out") {
+    if !kvm_available("debian_kernel_uses_acpi_devices_and_powers_off") {
         return;
     }
     let (kernel, initrd) = linux_guest();
-    // No ACPI yet (a later issue): leave through the i8042 reset with --no-reboot.
-    let r = run_to_end(
+    let dir = TempDir::new("linux-disk");
+    let disk = ext2_disk(&dir, "VMM-LINUX-DISK");
+    let disk_arg = format!("path={},readonly=on", disk.display());
+    let Some(ns) = NetNs::new("linux") else {
+        return;
+    };
+    let run = VmmRun::start_in(
+        &ns,
         "linux",
         &[
             "--kernel",
@@ -76,13 +102,65 @@ fn debian_kernel_boots_to_init_and_reboots_out() {
             "2",
             "--memory",
             "512M",
+            "--disk",
+            &disk_arg,
+            "--net",
+            "tap=tap0",
+            "--log-level",
+            "info",
+            "--cmdline",
+            "console=ttyS0 panic=-1 linux.mount=vda linux.ip=10.0.2.15/24 linux.peer=10.0.2.1",
+        ],
+    );
+    let r = run.finish();
+    r.assert_success();
+    r.assert_console_has(&["LINUX-GUEST-OK", "LINUX-GUEST-DONE"]);
+    assert_eq!(report_value(&r.serial, "cpus:"), Some("2"));
+    let cmdline = report_value(&r.serial, "cmdline:").unwrap_or("");
+    assert!(!cmdline.contains("virtio_mmio"), "ACPI only: {cmdline}");
+    assert!(report_value(&r.serial, "block:")
+        .unwrap_or("")
+        .contains("vda"));
+    assert!(report_value(&r.serial, "net:")
+        .unwrap_or("")
+        .contains("eth0"));
+    assert_eq!(
+        report_value(&r.serial, "mount:"),
+        Some("vda VMM-LINUX-DISK")
+    );
+    assert_eq!(report_value(&r.serial, "ping:"), Some("10.0.2.1 ok"));
+    assert!(
+        r.stderr.contains("guest powered off through ACPI S5"),
+        "stderr:\n{}",
+        r.stderr
+    );
+}
+
+/// `reboot` through the FADT's reset register, turned into an exit by --no-reboot.
+#[test]
+fn debian_kernel_boots_to_init_and_reboots_out() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("debian_kernel_boots_to_init_and_reboots_out: skipped: {reason}");
+        return;
+    }
+    if !kvm_available("debian_kernel_boots_to_init_and_reboots_out") {
+        return;
+    }
+    let (kernel, initrd) = linux_guest();
+    let r = run_to_end(
+        "linux",
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--memory",
+            "512M",
             "--no-reboot",
             "--cmdline",
-            "console=ttyS0 reboot=k panic=-1 linux.end=reboot",
+            "console=ttyS0 reboot=acpi panic=-1 linux.end=reboot",
         ],
     );
     r.assert_success();
-    r.assert_console_has(&["LINUX-GUEST-OK"]);
-    r.assert_console_has(&["LINUX-GUEST-DONE"]);
-    r.assert_console_has(&["memory: "]);
+    r.assert_console_has(&["LINUX-GUEST-OK", "LINUX-GUEST-DONE", "memory: "]);
 }

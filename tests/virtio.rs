@@ -139,49 +139,6 @@ fn flushed_data_survives_sigkill() {
     );
 }
 
-/// A network namespace of the test's own with a configured tap in it; removed on drop.
-struct NetNs {
-    name: String,
-}
-
-impl NetNs {
-    fn new(tag: &str) -> Option<NetNs> {
-        let name = format!("vmmtest-{tag}-{}", std::process::id());
-        let ip = |args: &[&str]| {
-            Command::new("ip")
-                .args(args)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        };
-        if !ip(&["netns", "add", &name]) {
-            eprintln!("skipped: cannot create a network namespace (needs root and iproute2)");
-            return None;
-        }
-        let ns = NetNs { name };
-        for args in [
-            &["tuntap", "add", "tap0", "mode", "tap"][..],
-            &["addr", "add", "10.0.2.1/24", "dev", "tap0"][..],
-            &["link", "set", "tap0", "up"][..],
-            &["link", "set", "lo", "up"][..],
-        ] {
-            assert!(
-                ip(&[&["netns", "exec", &ns.name, "ip"][..], args].concat()),
-                "ip {args:?}"
-            );
-        }
-        Some(ns)
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
 use std::process::Command;
 
 #[test]
@@ -189,7 +146,9 @@ fn guest_talks_to_the_host_over_virtio_net() {
     if !kvm_available("guest_talks_to_the_host_over_virtio_net") {
         return;
     }
-    let Some(ns) = NetNs::new("arp") else { return };
+    let Some(ns) = common::NetNs::new("arp") else {
+        return;
+    };
     let out = Command::new("ip")
         .args([
             "netns",
@@ -244,7 +203,7 @@ fn a_slow_guest_loses_no_frames() {
     if !kvm_available("a_slow_guest_loses_no_frames") {
         return;
     }
-    let Some(ns) = NetNs::new("burst") else {
+    let Some(ns) = common::NetNs::new("burst") else {
         return;
     };
     let dir = common::TempDir::new("burst");

@@ -20,10 +20,11 @@ out=$(cd "${1:-$here/out}" && pwd)
 debs=$out/debs
 scratch=$out/work
 
-# The modules the guest needs; their dependencies are read from the modules themselves.
-wanted_modules=(virtio_mmio virtio_blk virtio_net virtio_rng)
+# The modules the guest needs (ext4 mounts the test disk); their dependencies are read from
+# the modules themselves.
+wanted_modules=(virtio_mmio virtio_blk virtio_net virtio_rng ext4)
 # What those depend on in 6.1, unpacked in the first pass so one pass usually suffices.
-expected_dependencies=(virtio virtio_ring net_failover failover)
+expected_dependencies=(virtio virtio_ring net_failover failover jbd2 mbcache crc16)
 
 log() { echo "linux-guest: $*" >&2; }
 

@@ -2,6 +2,8 @@
 # /init of the Linux guest (busybox): report what the guest sees, one fact a line between
 # LINUX-GUEST-OK and LINUX-GUEST-DONE, then leave as the kernel command line asks:
 # linux.end=poweroff (default), linux.end=reboot, or linux.end=shell (a shell on the console).
+# Optional checks: linux.mount=DEV (mount DEV read-only, print /hello.txt on it) and
+# linux.ip=ADDR/PREFIX linux.peer=ADDR (configure eth0, ping the peer).
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -22,12 +24,54 @@ list_dir() {
 }
 
 cmdline=$(cat /proc/cmdline)
+
+# The value of KEY=... on the kernel command line, or nothing.
+arg() {
+    for word in $cmdline; do
+        case $word in "$1="*) echo "${word#*=}" && return ;; esac
+    done
+}
+
+# Waits up to 5 s for a sysfs path (devices probe as their modules load).
+wait_for() {
+    tries=50
+    while [ ! -e "$1" ] && [ $tries -gt 0 ]; do sleep 0.1; tries=$((tries - 1)); done
+}
+
+mount_check() {
+    dev=$(arg linux.mount)
+    [ -n "$dev" ] || return 0
+    mkdir -p /mnt
+    if mount -t ext4 -o ro "/dev/$dev" /mnt; then
+        echo "mount: $dev $(cat /mnt/hello.txt)"
+        umount /mnt
+    else
+        echo "mount: $dev failed"
+    fi
+}
+
+ping_check() {
+    ip=$(arg linux.ip) peer=$(arg linux.peer)
+    [ -n "$ip" ] && [ -n "$peer" ] || return 0
+    ip link set eth0 up && ip addr add "$ip" dev eth0
+    if ping -c 3 -W 5 "$peer" >/dev/null 2>&1; then
+        echo "ping: $peer ok"
+    else
+        echo "ping: $peer failed"
+    fi
+}
+
 echo "linux: $(uname -r)"
 echo "cpus: $(grep -c '^processor' /proc/cpuinfo)"
 echo "memory: $(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo) MiB"
 echo "cmdline: $cmdline"
+# Devices named by the checks below may still be probing: give them a moment to appear.
+[ -z "$(arg linux.mount)" ] || wait_for "/sys/class/block/$(arg linux.mount)"
+[ -z "$(arg linux.ip)" ] || wait_for /sys/class/net/eth0
 echo "block: $(list_dir /sys/block)"
 echo "net: $(list_dir /sys/class/net)"
+mount_check
+ping_check
 echo LINUX-GUEST-DONE
 
 case " $cmdline " in

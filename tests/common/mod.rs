@@ -94,20 +94,32 @@ impl Finished {
 impl VmmRun {
     /// Starts `vmm run ARGS... --serial file=...` with stdin closed.
     pub fn start(tag: &str, args: &[&str]) -> VmmRun {
-        Self::spawn(tag, args, false)
+        Self::spawn(tag, args, false, None)
+    }
+
+    /// Like `start`, inside the network namespace `ns` (where its tap lives).
+    pub fn start_in(ns: &NetNs, tag: &str, args: &[&str]) -> VmmRun {
+        Self::spawn(tag, args, false, Some(ns))
     }
 
     /// Starts `vmm run ARGS... --serial stdio` with stdin piped; the console lands in the
     /// same file as with `start`.
     pub fn start_interactive(tag: &str, args: &[&str]) -> VmmRun {
-        Self::spawn(tag, args, true)
+        Self::spawn(tag, args, true, None)
     }
 
-    fn spawn(tag: &str, args: &[&str], interactive: bool) -> VmmRun {
+    fn spawn(tag: &str, args: &[&str], interactive: bool, ns: Option<&NetNs>) -> VmmRun {
         let dir = TempDir::new(tag);
         let serial = dir.path("serial.log");
         let stderr = dir.path("stderr.log");
-        let mut command = Command::new(VMM);
+        let mut command = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.name, VMM]);
+                c
+            }
+            None => Command::new(VMM),
+        };
         command.arg("run").args(args);
         if interactive {
             command
@@ -218,4 +230,47 @@ pub fn report_value<'a>(console: &'a str, key: &str) -> Option<&'a str> {
         .lines()
         .find_map(|l| l.trim_end_matches('\r').strip_prefix(key))
         .map(str::trim)
+}
+
+/// A network namespace of the test's own with a configured tap in it; removed on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> Option<NetNs> {
+        let name = format!("vmmtest-{tag}-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        if !ip(&["netns", "add", &name]) {
+            eprintln!("skipped: cannot create a network namespace (needs root and iproute2)");
+            return None;
+        }
+        let ns = NetNs { name };
+        for args in [
+            &["tuntap", "add", "tap0", "mode", "tap"][..],
+            &["addr", "add", "10.0.2.1/24", "dev", "tap0"][..],
+            &["link", "set", "tap0", "up"][..],
+            &["link", "set", "lo", "up"][..],
+        ] {
+            assert!(
+                ip(&[&["netns", "exec", &ns.name, "ip"][..], args].concat()),
+                "ip {args:?}"
+            );
+        }
+        Some(ns)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
 }
