@@ -89,6 +89,16 @@ fn cpu_and_serial_values() {
 }
 
 #[test]
+fn acpi_and_sigterm_values() {
+    assert_clear_error(
+        &["run", "--on-sigterm", "reboot"],
+        2,
+        "'reboot' is not one of shutdown, powerdown",
+    );
+    assert_clear_error(&["run", "--no-acpi=yes"], 2, "--no-acpi");
+}
+
+#[test]
 fn unknown_flag() {
     assert_clear_error(&["run", "--bogus"], 2, "--bogus");
 }

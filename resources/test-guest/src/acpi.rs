@@ -3,7 +3,7 @@
 //! verified; a broken table is an error that says which.
 
 use crate::aml::{self, Dsdt};
-use crate::physmem::PhysMem;
+use crate::physmem::{PhysMem, MAPPED_END};
 
 const BDA_EBDA_SEGMENT: u64 = 0x40e;
 const BIOS_AREA: (u64, u64) = (0xe0000, 0x20000);
@@ -22,22 +22,40 @@ const FADT_SLEEP_CONTROL: u64 = 244;
 const FADT_SLEEP_STATUS: u64 = 256;
 const FADT_HW_REDUCED: u32 = 1 << 20;
 const FADT_RESET_REG_SUP: u32 = 1 << 10;
+const GAS_SYSTEM_MEMORY: u8 = 0;
 const GAS_SYSTEM_IO: u8 = 1;
 
 const MADT_LAPIC: u8 = 0;
 const MADT_IOAPIC: u8 = 1;
 const MADT_LAPIC_ENABLED: u32 = 1;
 
-/// An I/O-port register from a Generic Address Structure (the only kind this guest drives).
+/// A byte register from a Generic Address Structure: an I/O port (this VMM) or a memory
+/// address (QEMU's microvm puts its sleep registers in the GED's MMIO window).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PortRegister(pub u16);
+pub enum Register {
+    Port(u16),
+    Memory(u64),
+}
+
+impl Register {
+    pub fn write(self, value: u8) {
+        match self {
+            Register::Port(port) => crate::io::outb(port, value),
+            // SAFETY: the FADT names this MMIO register; 3..4 GiB is mapped uncached and user
+            // accessible (entry.rs), and nothing else in the guest uses it.
+            Register::Memory(addr) => unsafe {
+                core::ptr::write_volatile(addr as usize as *mut u8, value)
+            },
+        }
+    }
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Fadt {
     pub hw_reduced: bool,
-    pub sleep_control: Option<PortRegister>,
-    pub sleep_status: Option<PortRegister>,
-    pub reset: Option<(PortRegister, u8)>,
+    pub sleep_control: Option<Register>,
+    pub sleep_status: Option<Register>,
+    pub reset: Option<(Register, u8)>,
 }
 
 pub struct Madt {
@@ -117,11 +135,15 @@ fn table(mem: &impl PhysMem, addr: u64, signature: &[u8; 4]) -> Result<u64, &'st
     Ok(len)
 }
 
-fn port_register(mem: &impl PhysMem, at: u64) -> Option<PortRegister> {
+fn register(mem: &impl PhysMem, at: u64) -> Option<Register> {
     let space = mem.u8(at)?;
     let address = mem.u64(at + 4)?;
-    (space == GAS_SYSTEM_IO && address != 0 && address <= 0xffff)
-        .then_some(PortRegister(address as u16))
+    match space {
+        _ if address == 0 => None,
+        GAS_SYSTEM_IO => u16::try_from(address).ok().map(Register::Port),
+        GAS_SYSTEM_MEMORY if address < MAPPED_END => Some(Register::Memory(address)),
+        _ => None,
+    }
 }
 
 fn parse_fadt(mem: &impl PhysMem, at: u64, len: u64) -> Result<(Fadt, u64), &'static str> {
@@ -134,14 +156,14 @@ fn parse_fadt(mem: &impl PhysMem, at: u64, len: u64) -> Result<(Fadt, u64), &'st
         _ => u64::from(mem.u32(at + FADT_DSDT).unwrap_or(0)),
     };
     let reset = if flags & FADT_RESET_REG_SUP != 0 {
-        port_register(mem, at + FADT_RESET_REG).zip(mem.u8(at + FADT_RESET_VALUE))
+        register(mem, at + FADT_RESET_REG).zip(mem.u8(at + FADT_RESET_VALUE))
     } else {
         None
     };
     let fadt = Fadt {
         hw_reduced: flags & FADT_HW_REDUCED != 0,
-        sleep_control: port_register(mem, at + FADT_SLEEP_CONTROL),
-        sleep_status: port_register(mem, at + FADT_SLEEP_STATUS),
+        sleep_control: register(mem, at + FADT_SLEEP_CONTROL),
+        sleep_status: register(mem, at + FADT_SLEEP_STATUS),
         reset,
     };
     Ok((fadt, dsdt))
@@ -310,9 +332,9 @@ mod tests {
         assert_eq!(t.rsdp, 0xe0000);
         assert_eq!(t.checked, 5);
         assert!(t.fadt.hw_reduced);
-        assert_eq!(t.fadt.sleep_control, Some(PortRegister(0x3c0)));
-        assert_eq!(t.fadt.sleep_status, Some(PortRegister(0x3c1)));
-        assert_eq!(t.fadt.reset, Some((PortRegister(0x3c2), 1)));
+        assert_eq!(t.fadt.sleep_control, Some(Register::Port(0x3c0)));
+        assert_eq!(t.fadt.sleep_status, Some(Register::Port(0x3c1)));
+        assert_eq!(t.fadt.reset, Some((Register::Port(0x3c2), 1)));
         assert_eq!(t.madt.apic_ids(), &[0, 1]);
         assert_eq!(t.madt.ioapics, 1);
         assert_eq!(t.dsdt.s5, Some(5));

@@ -16,9 +16,9 @@ pub fn poweroff(boot: &BootInfo) -> ! {
     if let Some(t) = boot.tables() {
         if let (Some(control), Some(typ)) = (t.fadt.sleep_control, t.dsdt.s5) {
             if let Some(status) = t.fadt.sleep_status {
-                io::outb(status.0, WAK_STS);
+                status.write(WAK_STS);
             }
-            io::outb(control.0, (typ & 7) << 2 | SLP_EN);
+            control.write((typ & 7) << 2 | SLP_EN);
             io::wait_ms(100);
         }
     }

@@ -95,10 +95,12 @@ fn probe(base: usize, irq: u32) -> Option<Device> {
     {
         return None;
     }
-    Some(Device {
+    // Device id 0 is an empty transport (QEMU's microvm lists every one of its windows).
+    let device_id = rd(base, REG_DEVICE_ID);
+    (device_id != 0).then_some(Device {
         base,
         irq,
-        device_id: rd(base, REG_DEVICE_ID),
+        device_id,
     })
 }
 
