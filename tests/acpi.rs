@@ -39,6 +39,29 @@ fn guest_checks_the_tables_and_starts_every_cpu() {
 }
 
 #[test]
+fn aps_start_again_after_a_reset() {
+    if !kvm_available("aps_start_again_after_a_reset") {
+        return;
+    }
+    // The first boot starts and halts the APs; the reset must return them to wait-for-SIPI.
+    let r = run_to_end(
+        "acpi-reset",
+        &[
+            "--cpus",
+            "4",
+            "--cmdline",
+            "end=exit test=reset,cpus cpus=4",
+        ],
+    );
+    r.assert_success();
+    r.assert_console_has(&[
+        "TEST reset PASS rebooted",
+        "TEST cpus PASS started=4 missing=0",
+    ]);
+    assert_eq!(r.serial.matches("cpus: 4").count(), 2, "{}", r.serial);
+}
+
+#[test]
 fn virtio_devices_are_found_through_the_dsdt() {
     if !kvm_available("virtio_devices_are_found_through_the_dsdt") {
         return;

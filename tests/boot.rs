@@ -42,6 +42,9 @@ fn one_vcpu_reports_the_machine() {
         Some("end=exit test=serial,e820,cpuid,cpus cpus=1")
     );
     assert!(r.serial.contains("hypervisor=KVMKVMKVM"), "{}", r.serial);
+    // The TSC rate comes from the VMM (KVM_GET_TSC_KHZ in CPUID 0x40000010), not a guess.
+    let tsc = report_value(&r.serial, "tsc:").unwrap_or("");
+    assert!(tsc.ends_with("kHz (cpuid 0x40000010)"), "tsc: {tsc}");
 }
 
 #[test]

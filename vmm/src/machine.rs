@@ -12,7 +12,7 @@ use devices::virtio::{Net, Rng};
 use kvm_ioctls::VcpuFd;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::arch::x86_64::cpuid::filter_cpuid;
+use crate::arch::x86_64::cpuid::{add_timing_leaf, filter_cpuid};
 use crate::config::VmConfig;
 use crate::main_loop::{self, AioContext, Requests, ShutdownCause};
 use crate::vcpu::{VcpuContext, VcpuGroup};
@@ -228,6 +228,10 @@ fn create_vcpus(vm: &Vm, count: u8) -> Result<Vec<VcpuFd>, Error> {
                 .map_err(|e| Error::Vcpu(format!("KVM_CREATE_VCPU {index}: {e}")))?;
             let mut cpuid = supported.clone();
             filter_cpuid(&mut cpuid, index, count).map_err(|e| Error::Vcpu(e.to_string()))?;
+            // Without KVM_CAP_GET_TSC_KHZ the guest calibrates (or assumes) on its own.
+            if let Ok(khz) = fd.get_tsc_khz() {
+                add_timing_leaf(&mut cpuid, khz).map_err(|e| Error::Vcpu(e.to_string()))?;
+            }
             fd.set_cpuid2(&cpuid)
                 .map_err(|e| Error::Vcpu(format!("KVM_SET_CPUID2 {index}: {e}")))?;
             Ok(fd)

@@ -12,6 +12,13 @@ const LEAF_PMU: u32 = 0xa;
 const LEAF_TOPOLOGY: u32 = 0xb;
 const LEAF_TOPOLOGY_V2: u32 = 0x1f;
 
+const LEAF_HYPERVISOR: u32 = 0x4000_0000;
+/// The timing leaf of the VMware convention QEMU (vmware-cpuid-freq) and Cloud Hypervisor
+/// also fill: EAX = TSC kHz, EBX = local APIC bus kHz.
+const LEAF_HYPERVISOR_TIMING: u32 = 0x4000_0010;
+/// KVM's local APIC timer runs at 1 GHz.
+const APIC_BUS_KHZ: u32 = 1_000_000;
+
 const ECX_HYPERVISOR: u32 = 1 << 31;
 const EDX_HTT: u32 = 1 << 28;
 const CLFLUSH_LINE_8_BYTES: u32 = 8; // 64-byte cache lines
@@ -72,6 +79,32 @@ pub fn filter_cpuid(cpuid: &mut CpuId, index: u8, count: u8) -> Result<()> {
     Ok(())
 }
 
+/// Publishes the TSC frequency (KVM_GET_TSC_KHZ) in leaf 0x40000010 and raises the
+/// hypervisor leaves' maximum to reach it, so a guest can time itself without calibrating.
+pub fn add_timing_leaf(cpuid: &mut CpuId, tsc_khz: u32) -> Result<()> {
+    let slice = cpuid.as_mut_slice();
+    let Some(signature) = slice.iter_mut().find(|e| e.function == LEAF_HYPERVISOR) else {
+        return Ok(()); // no hypervisor leaves to extend
+    };
+    signature.eax = signature.eax.max(LEAF_HYPERVISOR_TIMING);
+    let timing = kvm_bindings::kvm_cpuid_entry2 {
+        function: LEAF_HYPERVISOR_TIMING,
+        eax: tsc_khz,
+        ebx: APIC_BUS_KHZ,
+        ..Default::default()
+    };
+    match slice
+        .iter_mut()
+        .find(|e| e.function == LEAF_HYPERVISOR_TIMING)
+    {
+        Some(existing) => *existing = timing,
+        None => cpuid
+            .push(timing)
+            .map_err(|_| Error::Table("CPUID (no room for the timing leaf)"))?,
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +150,23 @@ mod tests {
             .iter()
             .find(|e| e.function == function && e.index == index)
             .unwrap()
+    }
+
+    #[test]
+    fn timing_leaf_carries_the_tsc_frequency() {
+        let mut c = synthetic();
+        add_timing_leaf(&mut c, 2_500_000).unwrap();
+        assert_eq!(find(&c, LEAF_HYPERVISOR, 0).eax, LEAF_HYPERVISOR_TIMING);
+        let timing = find(&c, LEAF_HYPERVISOR_TIMING, 0);
+        assert_eq!((timing.eax, timing.ebx), (2_500_000, APIC_BUS_KHZ));
+        add_timing_leaf(&mut c, 3_000_000).unwrap();
+        let count = c
+            .as_slice()
+            .iter()
+            .filter(|e| e.function == LEAF_HYPERVISOR_TIMING)
+            .count();
+        assert_eq!(count, 1, "replaced, not added twice");
+        assert_eq!(find(&c, LEAF_HYPERVISOR_TIMING, 0).eax, 3_000_000);
     }
 
     #[test]
