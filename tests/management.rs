@@ -348,6 +348,13 @@ fn shutdown_and_reboot_press_the_power_button() {
     );
     assert_eq!(vm.virsh(&["domid", NAME]).trim(), "1");
 
+    // Only the power button exists: other modes are refused and nothing happens.
+    for mode in ["agent", "initctl"] {
+        let (ok, _, err) = vm.virsh_on(&vm.socket, &["reboot", NAME, "--mode", mode]);
+        assert!(!ok && err.contains("unsupported flags"), "{mode}: {err}");
+    }
+    assert_eq!(vm.console().matches("power button pressed").count(), 1);
+
     // Shutdown: the guest powers off through S5; the domain is shut off and still served.
     assert!(vm.virsh(&["shutdown", NAME]).contains("is being shutdown"));
     vm.wait_for_state("shut off (shutdown)");

@@ -785,26 +785,32 @@ fn domain_shutdown(
     call.shared.hypervisor().shutdown()
 }
 
+/// The shutdown/reboot modes this machine has: the default and the ACPI power button (both
+/// press the button); agent, initctl, signal and paravirt modes are refused.
+fn check_power_button_flags(flags: u32, function: &str) -> Result<(), RemoteError> {
+    const ACPI_POWER_BUTTON: u32 = 1;
+    if flags & !ACPI_POWER_BUTTON != 0 {
+        return Err(driver_error(
+            error_code::INVALID_ARG,
+            format!("unsupported flags ({flags:#x}) in function {function}"),
+        ));
+    }
+    Ok(())
+}
+
 fn domain_shutdown_flags(
     call: &Call,
     args: &mut XdrReader,
     _: &mut XdrWriter,
 ) -> Result<(), RemoteError> {
-    const ACPI_POWER_BUTTON: u32 = 1;
     call.domain_arg(args)?;
-    let flags = args.get_u32()?;
-    if flags & !ACPI_POWER_BUTTON != 0 {
-        return Err(driver_error(
-            error_code::INVALID_ARG,
-            format!("unsupported flags ({flags:#x}) in function virDomainShutdownFlags"),
-        ));
-    }
+    check_power_button_flags(args.get_u32()?, "virDomainShutdownFlags")?;
     call.shared.hypervisor().shutdown()
 }
 
 fn domain_reboot(call: &Call, args: &mut XdrReader, _: &mut XdrWriter) -> Result<(), RemoteError> {
     call.domain_arg(args)?;
-    let _flags = args.get_u32()?;
+    check_power_button_flags(args.get_u32()?, "virDomainReboot")?;
     call.shared.hypervisor().reboot()
 }
 
