@@ -154,6 +154,23 @@ impl ManagedDomain {
         Ok(state)
     }
 
+    /// Files a power-button request and waits until the loop has pressed it. Any state is
+    /// fine then: a quick guest may already have powered off (or, for a reboot, restarted).
+    fn press_power_button(
+        &self,
+        file: impl FnOnce(&Requests) -> Ticket,
+    ) -> Result<(), RemoteError> {
+        let ticket = file(&self.requests);
+        match self.requests.wait_handled(ticket, REQUEST_TIMEOUT) {
+            Some(_) => Ok(()),
+            None => Err(RemoteError::new(
+                error_code::OPERATION_TIMEOUT,
+                error_domain::QEMU,
+                "operation timed out: the power button was not pressed",
+            )),
+        }
+    }
+
     /// libvirt refuses shutdown and reboot for a domain that is not running.
     fn require_running(&self) -> Result<(), RemoteError> {
         match self.require_active()? {
@@ -329,11 +346,7 @@ impl Hypervisor for ManagedDomain {
     fn shutdown(&self) -> Result<(), RemoteError> {
         let _job = self.job();
         self.require_running()?;
-        self.carry_out(
-            |r| r.powerdown_request(),
-            RunState::Running,
-            "take the power button press",
-        )
+        self.press_power_button(|r| r.powerdown_request())
     }
 
     /// libvirt's QEMU driver through ACPI: press the power button, and when the guest has
@@ -341,11 +354,7 @@ impl Hypervisor for ManagedDomain {
     fn reboot(&self) -> Result<(), RemoteError> {
         let _job = self.job();
         self.require_running()?;
-        self.carry_out(
-            |r| r.reboot_request(),
-            RunState::Running,
-            "take the power button press",
-        )
+        self.press_power_button(|r| r.reboot_request())
     }
 
     fn reset(&self) -> Result<(), RemoteError> {

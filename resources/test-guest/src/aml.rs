@@ -9,6 +9,8 @@
 
 /// Most devices a DSDT may declare before the rest are dropped (and counted).
 pub const MAX_DEVICES: usize = 32;
+/// Deepest Scope/Device nesting read (each level is a stack frame; real tables use 2 or 3).
+const MAX_DEPTH: usize = 16;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AmlDevice {
@@ -278,7 +280,7 @@ pub fn parse(aml: &[u8]) -> Result<Dsdt> {
         s5: None,
     };
     let mut r = Reader { aml, pos: 0 };
-    term_list(&mut r, aml.len(), None, &mut dsdt)?;
+    term_list(&mut r, aml.len(), None, &mut dsdt, 0)?;
     Ok(dsdt)
 }
 
@@ -287,13 +289,17 @@ fn term_list(
     end: usize,
     mut device: Option<&mut AmlDevice>,
     out: &mut Dsdt,
+    depth: usize,
 ) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err("AML nested too deeply");
+    }
     while r.pos < end {
         match r.byte()? {
             SCOPE_OP => {
                 let scope_end = r.pkg_end()?;
                 r.name_string()?;
-                term_list(r, scope_end, None, out)?;
+                term_list(r, scope_end, None, out, depth + 1)?;
             }
             NAME_OP => {
                 let name = r.name_string()?;
@@ -323,7 +329,7 @@ fn term_list(
                         name: r.name_string()?,
                         ..AmlDevice::default()
                     };
-                    term_list(r, dev_end, Some(&mut dev), out)?;
+                    term_list(r, dev_end, Some(&mut dev), out, depth + 1)?;
                     if out.count < MAX_DEVICES {
                         out.devices[out.count] = dev;
                         out.count += 1;
@@ -428,6 +434,16 @@ mod tests {
             let _ = parse(&aml[..cut]);
         }
         assert!(parse(&aml[..20]).is_err());
+        // Scopes nested beyond any real table: refused, not a stack overflow.
+        let mut deep: Vec<u8> = Vec::new();
+        for _ in 0..40 {
+            let mut scope = b"\\_SB_".to_vec();
+            scope.extend_from_slice(&deep);
+            let total = scope.len() + 2; // two-byte PkgLength, counting itself
+            deep = vec![0x10, 0x40 | (total & 0xf) as u8, (total >> 4) as u8];
+            deep.extend_from_slice(&scope);
+        }
+        assert_eq!(parse(&deep).err(), Some("AML nested too deeply"));
         let mut bad = aml;
         bad[1] = 0x3f; // the scope claims more bytes than there are
         assert!(parse(&bad).is_err());

@@ -155,9 +155,13 @@ impl Requests {
         self.file(|p| p.reset = Some(cause))
     }
 
-    /// Presses the power button; the guest decides what to do.
+    /// Presses the power button; the guest decides what to do. A plain powerdown cancels
+    /// an earlier reboot's restart (as libvirt's shutdown clears its fake-reboot flag).
     pub fn powerdown_request(&self) -> Ticket {
-        self.file(|p| p.powerdown = true)
+        self.file(|p| {
+            p.powerdown = true;
+            p.reboot_on_guest_shutdown = false;
+        })
     }
 
     /// Presses the power button and, when the guest has powered off, starts it again (how

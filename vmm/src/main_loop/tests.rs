@@ -128,6 +128,41 @@ fn vmstop_pauses_and_stops_the_virtual_clock_then_cont_resumes() {
 }
 
 #[test]
+fn reboot_restarts_the_guest_when_it_powers_off() {
+    let (mut ml, mut m, events) = running();
+    ml.requests().reboot_request();
+    assert_eq!(ml.main_loop_should_exit(&mut m), None);
+    assert_eq!(m.calls, vec!["powerdown"]);
+    ml.requests().shutdown_request(ShutdownCause::GuestShutdown);
+    assert_eq!(ml.main_loop_should_exit(&mut m), None, "no exit: a reboot");
+    assert_eq!(
+        m.calls,
+        vec!["powerdown", "pause", "reset GuestShutdown", "resume"]
+    );
+    assert_eq!(ml.state(), RunState::Running);
+    assert!(events.lock().unwrap().contains(&Event::Reset {
+        cause: ShutdownCause::GuestShutdown
+    }));
+    // Once only: the next poweroff is a poweroff.
+    ml.requests().shutdown_request(ShutdownCause::GuestShutdown);
+    assert!(ml.main_loop_should_exit(&mut m).is_some());
+}
+
+#[test]
+fn a_later_powerdown_cancels_the_reboot() {
+    let (mut ml, mut m, _) = running();
+    ml.requests().reboot_request();
+    ml.main_loop_should_exit(&mut m);
+    ml.requests().powerdown_request();
+    ml.main_loop_should_exit(&mut m);
+    ml.requests().shutdown_request(ShutdownCause::GuestShutdown);
+    assert!(
+        ml.main_loop_should_exit(&mut m).is_some(),
+        "shut down, not rebooted"
+    );
+}
+
+#[test]
 fn powerdown_leaves_the_vcpus_alone() {
     let (mut ml, mut m, events) = running();
     ml.requests().powerdown_request();
