@@ -340,7 +340,11 @@ fn shutdown_and_reboot_press_the_power_button() {
     // libvirt's QEMU driver reboots through ACPI: the guest powers off and starts again in
     // the same run (same id, a reboot event, no stop).
     assert!(vm.virsh(&["reboot", NAME]).contains("is being rebooted"));
-    vm.wait_for_console("power button pressed: powering off", 1);
+    // The press also reached the LAPIC: GED -> irqfd -> IOAPIC pin's MSI route.
+    vm.wait_for_console(
+        "power button pressed: powering off (interrupt pending: yes)",
+        1,
+    );
     vm.wait_for_console("vmm-test-guest ready", 2);
     assert_eq!(
         vm.virsh(&["domstate", NAME, "--reason"]).trim(),

@@ -6,7 +6,7 @@ use crate::boot::BootInfo;
 use crate::io::{self, Console, COM1, LSR_THR_EMPTY, UART_LSR, UART_SCRATCH};
 use crate::physmem::IdentityMap;
 use crate::virtio::{self, Segment};
-use crate::{cpu, mptable};
+use crate::{cpu, irq, mptable};
 
 /// Survives a reset (the VMM keeps RAM, like QEMU): lets `reset` know it already rebooted.
 /// A magic word, then a count of reboots asked for.
@@ -510,21 +510,7 @@ fn blk_ro(boot: &BootInfo, t: &mut Tally) {
     }
 }
 
-const IOAPIC: usize = 0xfec0_0000;
-const LAPIC: usize = 0xfee0_0000;
-const LAPIC_SVR: usize = 0xf0;
-const LAPIC_IRR: usize = 0x200;
 const IRQ_VECTOR: u32 = 0x41;
-
-fn mmio_write(addr: usize, value: u32) {
-    // SAFETY: the IOAPIC and LAPIC pages are mapped uncached and user accessible.
-    unsafe { core::ptr::write_volatile(addr as *mut u32, value) };
-}
-
-fn mmio_read(addr: usize) -> u32 {
-    // SAFETY: as above.
-    unsafe { core::ptr::read_volatile(addr as *const u32) }
-}
 
 /// Interrupt delivery without taking the interrupt (the guest runs with IF=0 at CPL3): route
 /// the virtio-rng's IOAPIC pin to a vector, software-enable the LAPIC, make a request, and
@@ -543,15 +529,8 @@ fn virtio_irq(boot: &BootInfo, t: &mut Tally) {
         report(t, "virtio-irq", false, format_args!("{why}"));
         return;
     }
-    mmio_write(LAPIC + LAPIC_SVR, mmio_read(LAPIC + LAPIC_SVR) | 0x100);
-    let apic_id = cpu::apic_id();
-    mmio_write(IOAPIC, 0x10 + 2 * dev.irq + 1);
-    mmio_write(IOAPIC + 0x10, apic_id << 24);
-    mmio_write(IOAPIC, 0x10 + 2 * dev.irq);
-    mmio_write(IOAPIC + 0x10, IRQ_VECTOR); // fixed, physical, edge, unmasked
-    let irr = LAPIC + LAPIC_IRR + 0x10 * (IRQ_VECTOR as usize / 32);
-    let bit = 1u32 << (IRQ_VECTOR % 32);
-    let before = mmio_read(irr) & bit != 0;
+    irq::route(dev.irq, IRQ_VECTOR);
+    let before = irq::pending(IRQ_VECTOR);
     let buf = virtio::buffer();
     let answered = virtio::request(
         &dev,
@@ -562,14 +541,7 @@ fn virtio_irq(boot: &BootInfo, t: &mut Tally) {
         }],
         0,
     );
-    let mut pending = false;
-    for _ in 0..1_000_000 {
-        if mmio_read(irr) & bit != 0 {
-            pending = true;
-            break;
-        }
-        core::hint::spin_loop();
-    }
+    let pending = irq::wait_pending(IRQ_VECTOR, 1_000_000);
     report(
         t,
         "virtio-irq",

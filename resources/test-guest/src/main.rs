@@ -19,6 +19,7 @@ mod cmdline;
 mod cpu;
 mod entry;
 mod io;
+mod irq;
 mod memmap;
 mod mptable;
 mod physmem;

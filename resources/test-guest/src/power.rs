@@ -1,14 +1,16 @@
 //! ACPI power management as an OS does it on a hardware-reduced platform: S5 through the
 //! FADT's sleep control register with the DSDT's `_S5` sleep type, and the power button seen
-//! through the Generic Event Device's event register (polled: this guest takes no interrupts).
+//! through the Generic Event Device's event register (polled: this guest takes no interrupts,
+//! but it routes the GED's pin to a vector so a press also shows as pending in the LAPIC).
 
 use crate::boot::BootInfo;
-use crate::io;
+use crate::{io, irq};
 
 const SLP_EN: u8 = 1 << 5;
 const WAK_STS: u8 = 1 << 7;
 const GED_HID: &str = "ACPI0013";
 const GED_EVENT_POWER_BUTTON: u32 = 1;
+const GED_VECTOR: u32 = 0x42;
 
 /// Powers off through ACPI S5 if the tables allow it; otherwise (or if the VMM ignores the
 /// write) through io::exit's fallbacks.
@@ -25,16 +27,28 @@ pub fn poweroff(boot: &BootInfo) -> ! {
     io::exit(0)
 }
 
-/// The GED's event register, if the DSDT has a GED with a memory window.
-fn ged_register(boot: &BootInfo) -> Option<usize> {
+/// The GED's event register and interrupt, if the DSDT has a GED with a memory window.
+fn ged(boot: &BootInfo) -> Option<(usize, Option<u32>)> {
     let t = boot.tables()?;
     let ged = t.dsdt.find(GED_HID).next()?;
-    ged.memory.map(|(base, _)| base as usize)
+    ged.memory.map(|(base, _)| (base as usize, ged.irq))
+}
+
+/// Routes the GED's interrupt to this CPU (see `interrupt_pending`).
+pub fn watch_power_button(boot: &BootInfo) {
+    if let Some((_, Some(pin))) = ged(boot) {
+        irq::route(pin, GED_VECTOR);
+    }
+}
+
+/// Whether the GED's interrupt reached the LAPIC (after `watch_power_button`).
+pub fn interrupt_pending() -> bool {
+    irq::pending(GED_VECTOR)
 }
 
 /// True once per press: reading the register clears it.
 pub fn power_button_pressed(boot: &BootInfo) -> bool {
-    let Some(register) = ged_register(boot) else {
+    let Some((register, _)) = ged(boot) else {
         return false;
     };
     // SAFETY: the DSDT's GED window lies in the MMIO gap, mapped uncached and user accessible.
@@ -44,5 +58,5 @@ pub fn power_button_pressed(boot: &BootInfo) -> bool {
 
 /// Whether there is a power button to poll.
 pub fn has_power_button(boot: &BootInfo) -> bool {
-    ged_register(boot).is_some()
+    ged(boot).is_some()
 }

@@ -27,7 +27,11 @@ fn read_byte(boot: &BootInfo) -> u8 {
         }
         polls = polls.wrapping_add(1);
         if button && polls.is_multiple_of(BUTTON_POLL_EVERY) && power::power_button_pressed(boot) {
-            let _ = writeln!(Console, "\npower button pressed: powering off");
+            let irq = if power::interrupt_pending() { "yes" } else { "no" };
+            let _ = writeln!(
+                Console,
+                "\npower button pressed: powering off (interrupt pending: {irq})"
+            );
             power::poweroff(boot);
         }
         io::wait_ms(1);
@@ -77,6 +81,7 @@ fn read_line(boot: &BootInfo, line: &mut [u8; LINE_MAX]) -> usize {
 }
 
 pub fn run(boot: &BootInfo) -> ! {
+    power::watch_power_button(boot);
     let _ = writeln!(Console, "vmm-test-guest ready");
     let mut line = [0u8; LINE_MAX];
     loop {
