@@ -120,6 +120,20 @@ impl Managed {
         }
     }
 
+    /// `virsh event --all --loop` on this VM, registered before it returns.
+    fn watch_events(&self) -> Child {
+        let watcher = Command::new("virsh")
+            .arg("-c")
+            .arg(Self::uri(&self.socket))
+            .args(["event", "--all", "--loop", "--timeout", "60"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500)); // let it register
+        watcher
+    }
+
     fn ticks(&self) -> usize {
         read_lossy(&self.dir.path("console.log"))
             .matches("TICK")
@@ -146,6 +160,14 @@ impl Drop for Managed {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Stops a `watch_events` watcher; returns what it printed.
+fn stop_watching(watcher: Child) -> String {
+    // SAFETY: kill(2) on the event watcher we started.
+    unsafe { libc::kill(watcher.id() as i32, libc::SIGINT) };
+    let out = watcher.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn clients_available(test: &str) -> bool {
@@ -234,15 +256,7 @@ fn virsh_lifecycle_with_events() {
         return;
     }
     let vm = Managed::start("virsh-lifecycle");
-    let events = Command::new("virsh")
-        .arg("-c")
-        .arg(Managed::uri(&vm.socket))
-        .args(["event", "--all", "--loop", "--timeout", "60"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500)); // let it register
+    let events = vm.watch_events();
 
     assert!(vm.virsh(&["suspend", NAME]).contains("suspended"));
     assert_eq!(
@@ -287,10 +301,7 @@ fn virsh_lifecycle_with_events() {
     vm.virsh(&["resume", NAME]);
     vm.assert_guest_runs();
 
-    // SAFETY: kill(2) on the event watcher we started.
-    unsafe { libc::kill(events.id() as i32, libc::SIGINT) };
-    let out = events.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = stop_watching(events);
     for expected in [
         "Suspended Paused",
         "Resumed Unpaused",
@@ -326,15 +337,7 @@ fn shutdown_and_reboot_press_the_power_button() {
         return;
     }
     let vm = Managed::start_with("virsh-acpi", IDLE);
-    let events = Command::new("virsh")
-        .arg("-c")
-        .arg(Managed::uri(&vm.socket))
-        .args(["event", "--all", "--loop", "--timeout", "60"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500)); // let it register
+    let events = vm.watch_events();
     vm.wait_for_console("vmm-test-guest ready", 1);
 
     // libvirt's QEMU driver reboots through ACPI: the guest powers off and starts again in
@@ -369,10 +372,7 @@ fn shutdown_and_reboot_press_the_power_button() {
     vm.wait_for_console("vmm-test-guest ready", 3);
     assert_eq!(vm.virsh(&["domid", NAME]).trim(), "2");
 
-    // SAFETY: kill(2) on the event watcher we started.
-    unsafe { libc::kill(events.id() as i32, libc::SIGINT) };
-    let out = events.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = stop_watching(events);
     let lifecycle: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("lifecycle"))

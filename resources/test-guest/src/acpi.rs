@@ -3,7 +3,7 @@
 //! verified; a broken table is an error that says which.
 
 use crate::aml::{self, Dsdt};
-use crate::physmem::{PhysMem, MAPPED_END};
+use crate::physmem::{byte_sum, PhysMem, MAPPED_END};
 
 const BDA_EBDA_SEGMENT: u64 = 0x40e;
 const BIOS_AREA: (u64, u64) = (0xe0000, 0x20000);
@@ -81,18 +81,7 @@ pub struct Tables {
 }
 
 fn checksum_ok(mem: &impl PhysMem, addr: u64, len: u64) -> bool {
-    let mut sum = 0u8;
-    let mut chunk = [0u8; 64];
-    let mut at = 0;
-    while at < len {
-        let n = (len - at).min(chunk.len() as u64) as usize;
-        if !mem.read(addr + at, &mut chunk[..n]) {
-            return false;
-        }
-        sum = chunk[..n].iter().fold(sum, |s, b| s.wrapping_add(*b));
-        at += n as u64;
-    }
-    sum == 0
+    byte_sum(mem, addr, len) == Some(0)
 }
 
 /// A "RSD PTR " signature with a valid ACPI 1.0 checksum on a 16-byte boundary.

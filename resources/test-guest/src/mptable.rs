@@ -2,7 +2,7 @@
 //! EBDA, the last KiB of base memory, 0xf0000-0xfffff) and counts the processors. Entries are
 //! walked by the table's length, as Linux does: qboot (QEMU microvm) leaves the entry count 0.
 
-use crate::physmem::PhysMem;
+use crate::physmem::{byte_sum, PhysMem};
 
 const BDA_EBDA_SEGMENT: u64 = 0x40e;
 const BDA_BASE_MEMORY_KIB: u64 = 0x413;
@@ -24,29 +24,13 @@ pub struct MpInfo {
     pub pointer: u64,
 }
 
-/// Sum of `len` bytes at `addr` (mod 256); None if unreadable.
-fn checksum(mem: &impl PhysMem, addr: u64, len: u64) -> Option<u8> {
-    let mut sum = 0u8;
-    let mut chunk = [0u8; 64];
-    let mut at = 0;
-    while at < len {
-        let n = (len - at).min(chunk.len() as u64) as usize;
-        if !mem.read(addr + at, &mut chunk[..n]) {
-            return None;
-        }
-        sum = chunk[..n].iter().fold(sum, |s, b| s.wrapping_add(*b));
-        at += n as u64;
-    }
-    Some(sum)
-}
-
 /// A valid floating pointer ("_MP_", length in 16-byte units, zero checksum) on a 16-byte
 /// boundary in start..start+len.
 fn scan(mem: &impl PhysMem, start: u64, len: u64) -> Option<u64> {
     (start..start + len).step_by(16).find(|&at| {
         mem.read_array::<4>(at) == Some(*b"_MP_")
             && mem.u8(at + 8).is_some_and(|units| {
-                units >= 1 && checksum(mem, at, u64::from(units) * 16) == Some(0)
+                units >= 1 && byte_sum(mem, at, u64::from(units) * 16) == Some(0)
             })
     })
 }
@@ -108,7 +92,7 @@ fn find_with(
     if len < HEADER_LEN {
         return Err("configuration table shorter than its header");
     }
-    if checksum(mem, table, len) != Some(0) {
+    if byte_sum(mem, table, len) != Some(0) {
         return Err("bad configuration table checksum");
     }
     let mut info = MpInfo {

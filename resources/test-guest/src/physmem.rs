@@ -31,6 +31,23 @@ pub trait PhysMem {
     }
 }
 
+/// Sum of `len` bytes at `addr` (mod 256), the checksum of BIOS and ACPI tables; None if
+/// any byte is unreadable.
+pub fn byte_sum(mem: &impl PhysMem, addr: u64, len: u64) -> Option<u8> {
+    let mut sum = 0u8;
+    let mut chunk = [0u8; 64];
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(chunk.len() as u64) as usize;
+        if !mem.read(addr + at, &mut chunk[..n]) {
+            return None;
+        }
+        sum = chunk[..n].iter().fold(sum, |s, b| s.wrapping_add(*b));
+        at += n as u64;
+    }
+    Some(sum)
+}
+
 /// The guest's own view: physical = virtual below `MAPPED_END`. Address 0 is refused (no
 /// table lives there; a zero pointer means "absent").
 pub struct IdentityMap;
