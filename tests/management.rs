@@ -439,6 +439,7 @@ assert conn.lookupByUUIDString("{uuid}").name() == "{name}"
 assert conn.lookupByID(dom.ID()).name() == "{name}"
 state, maxmem, mem, vcpus, cputime = dom.info()
 assert (state, maxmem, vcpus) == (libvirt.VIR_DOMAIN_RUNNING, 65536, 1), dom.info()
+assert cputime > 0, cputime
 assert "<name>{name}</name>" in dom.XMLDesc(0)
 dom.suspend(); assert dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
 dom.resume(); assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING

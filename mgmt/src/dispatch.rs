@@ -655,7 +655,7 @@ fn domain_get_info(
     ret.put_u64(s.max_memory_kib);
     ret.put_u64(s.memory_kib);
     ret.put_u32(s.vcpus);
-    ret.put_u64(s.cpu_time_ns);
+    ret.put_u64(call.shared.hypervisor().cpu_time_ns());
     Ok(())
 }
 

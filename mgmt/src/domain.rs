@@ -38,7 +38,6 @@ pub struct DomainStatus {
     pub max_memory_kib: u64,
     pub memory_kib: u64,
     pub vcpus: u32,
-    pub cpu_time_ns: u64,
 }
 
 impl DomainStatus {

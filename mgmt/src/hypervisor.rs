@@ -6,8 +6,10 @@ use crate::domain::DomainStatus;
 use crate::wire::RemoteError;
 
 pub trait Hypervisor: Send + Sync {
-    /// A snapshot of the domain.
+    /// A snapshot of the domain (cheap: every domain call looks the domain up through it).
     fn status(&self) -> DomainStatus;
+    /// CPU time the domain has used, for virDomainGetInfo only (it costs a system call).
+    fn cpu_time_ns(&self) -> u64;
     /// libvirt domain XML describing the real configuration.
     fn xml(&self) -> String;
     fn suspend(&self) -> Result<(), RemoteError>;

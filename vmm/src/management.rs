@@ -309,8 +309,11 @@ impl Hypervisor for ManagedDomain {
             max_memory_kib: memory_kib,
             memory_kib,
             vcpus: u32::from(self.config.cpus),
-            cpu_time_ns: cpu_time_ns(),
         }
+    }
+
+    fn cpu_time_ns(&self) -> u64 {
+        cpu_time_ns()
     }
 
     fn xml(&self) -> String {

@@ -35,8 +35,10 @@ impl Hypervisor for FakeVm {
             max_memory_kib: 1024,
             memory_kib: 1024,
             vcpus: 2,
-            cpu_time_ns: 5,
         }
+    }
+    fn cpu_time_ns(&self) -> u64 {
+        5
     }
     fn xml(&self) -> String {
         "<domain/>".into()
