@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::process::Command;
+
 use common::{kvm_available, run_to_end};
 
 #[test]
@@ -139,8 +141,6 @@ fn flushed_data_survives_sigkill() {
     );
 }
 
-use std::process::Command;
-
 #[test]
 fn guest_talks_to_the_host_over_virtio_net() {
     if !kvm_available("guest_talks_to_the_host_over_virtio_net") {
@@ -149,31 +149,21 @@ fn guest_talks_to_the_host_over_virtio_net() {
     let Some(ns) = common::NetNs::new("arp") else {
         return;
     };
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            common::VMM,
-            "run",
-            "--serial",
-            "stdio",
+    let run = common::VmmRun::start_in(
+        &ns,
+        "arp",
+        &[
             "--memory",
             "64M",
-        ])
-        .args(["--net", "tap=tap0,mac=52:54:00:12:34:56"])
-        .args([
+            "--net",
+            "tap=tap0,mac=52:54:00:12:34:56",
             "--cmdline",
             "end=exit test=net net.ip=10.0.2.2 net.peer=10.0.2.1",
-        ])
-        .output()
-        .unwrap();
-    let console = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "console:\n{console}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
+    let r = run.finish();
+    r.assert_success();
+    let console = r.serial;
     assert!(
         console.contains("TEST net PASS mac=52:54:00:12:34:56 peer_mac="),
         "{console}"
@@ -206,38 +196,19 @@ fn a_slow_guest_loses_no_frames() {
     let Some(ns) = common::NetNs::new("burst") else {
         return;
     };
-    let dir = common::TempDir::new("burst");
-    let console = dir.path("console.log");
-    let mut vmm = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            common::VMM,
-            "run",
-            "--serial",
-            "stdio",
+    let mut run = common::VmmRun::start_in(
+        &ns,
+        "burst",
+        &[
             "--memory",
             "64M",
-        ])
-        .args([
             "--net",
             "tap=tap0,mac=52:54:00:12:34:56",
             "--cmdline",
             "end=exit quiet test=net-rx net.count=50",
-        ])
-        .stdout(std::fs::File::create(&console).unwrap())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + common::BOOT_TIMEOUT;
-    while !common::read_lossy(&console).contains("net-rx: ready") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "guest never got ready"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+        ],
+    );
+    run.wait_for_serial("net-rx: ready", 1);
     let burst = "import socket, struct\n\
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
 s.bind(('tap0', 0))\n\
@@ -248,9 +219,9 @@ for i in range(50):\n    s.send(head + struct.pack('>I', i) + bytes(46))\n";
         .status()
         .unwrap();
     assert!(sent.success());
-    let status = common::wait_timeout(&mut vmm, common::BOOT_TIMEOUT).expect("vmm exits");
-    let text = common::read_lossy(&console);
-    assert!(status.success(), "{text}");
+    let r = run.finish();
+    r.assert_success();
+    let text = r.serial;
     assert!(
         text.contains("TEST net-rx PASS frames=50 in_order=true"),
         "{text}"

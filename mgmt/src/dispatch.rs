@@ -590,19 +590,25 @@ fn connect_num_of_domains(
     Ok(())
 }
 
-fn connect_list_domains(
-    call: &Call,
-    args: &mut XdrReader,
-    ret: &mut XdrWriter,
-) -> Result<(), RemoteError> {
+/// The `maxids`/`maxnames` argument of the list calls, bounded as libvirt bounds it.
+fn list_max(args: &mut XdrReader, what: &str) -> Result<i32, RemoteError> {
     let max = args.get_i32()?;
     if max < 0 || max as usize > DOMAIN_LIST_MAX {
         return Err(RemoteError::new(
             error_code::RPC,
             error_domain::RPC,
-            format!("too many domain ids requested: {max}"),
+            format!("too many domain {what} requested: {max}"),
         ));
     }
+    Ok(max)
+}
+
+fn connect_list_domains(
+    call: &Call,
+    args: &mut XdrReader,
+    ret: &mut XdrWriter,
+) -> Result<(), RemoteError> {
+    let max = list_max(args, "ids")?;
     let status = call.status();
     if status.is_active() && max > 0 {
         ret.put_u32(1);
@@ -627,14 +633,7 @@ fn connect_list_defined_domains(
     args: &mut XdrReader,
     ret: &mut XdrWriter,
 ) -> Result<(), RemoteError> {
-    let max = args.get_i32()?;
-    if max < 0 || max as usize > DOMAIN_LIST_MAX {
-        return Err(RemoteError::new(
-            error_code::RPC,
-            error_domain::RPC,
-            format!("too many domain names requested: {max}"),
-        ));
-    }
+    let max = list_max(args, "names")?;
     let status = call.status();
     if !status.is_active() && max > 0 {
         ret.put_u32(1);
