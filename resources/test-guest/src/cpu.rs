@@ -1,4 +1,6 @@
-//! CPUID and the TSC, read at CPL3 (CPUID traps to the VMM's table, also under PVM).
+//! CPUID and the TSC. CPUID comes from what the boot CPU read at CPL0 (entry.rs) where it
+//! can: at CPL3 it traps to the VMM only where the host intercepts it (always with VMX/SVM,
+//! but under PVM only with CPUID faulting, which AMD hosts lack).
 
 use core::arch::x86_64::{__cpuid, _rdtsc, CpuidResult};
 
@@ -16,6 +18,9 @@ pub const FALLBACK_TSC_KHZ: u64 = 3_000_000;
 
 #[allow(unused_unsafe)]
 fn cpuid(leaf: u32) -> CpuidResult {
+    if let Some([eax, ebx, ecx, edx]) = crate::entry::cpl0_cpuid(leaf) {
+        return CpuidResult { eax, ebx, ecx, edx };
+    }
     // SAFETY: CPUID is always available on x86_64.
     unsafe { __cpuid(leaf) }
 }

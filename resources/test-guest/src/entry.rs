@@ -8,6 +8,10 @@
 //! and `linux64_entry` (ELF e_entry, Linux 64-bit boot protocol: long mode, %rsi =
 //! boot_params). Rust starts at `rust_start(kind, info)`: kind 1 = PVH, 2 = Linux 64-bit.
 //!
+//! CPUID is read here, at CPL0, for the leaves `cpuid_leaves` lists (into `cpuid_regs`): at
+//! CPL3, an AMD host without CPUID faulting runs CPUID natively under PVM, so Rust would see
+//! the host's leaves (its APIC id, its hypervisor) instead of the VMM's.
+//!
 //! `cpl0_total_ticks` holds the TSC ticks from entry to the SYSEXIT, `cpl0_probe_ticks` those
 //! of five register-only instructions: thousands of ticks when CPL0 is emulated (PVM), tens
 //! when it runs natively (VMX/SVM, TCG). Rust uses the probe to know whether CPL3 can come
@@ -77,6 +81,21 @@ long64:
     movl $0x08, %eax
     xorl %edx, %edx
     wrmsr
+    leaq cpuid_leaves(%rip), %r9 /* the VMM's CPUID, while it is still ours to ask */
+    leaq cpuid_regs(%rip), %r10
+4:  movl (%r9), %eax
+    cmpl $0xffffffff, %eax
+    je 5f
+    xorl %ecx, %ecx
+    cpuid
+    movl %eax, (%r10)
+    movl %ebx, 4(%r10)
+    movl %ecx, 8(%r10)
+    movl %edx, 12(%r10)
+    addq $4, %r9
+    addq $16, %r10
+    jmp 4b
+5:
     rdtsc                       /* probe: is CPL0 emulated? */
     movl %eax, %r8d
     movl $2, %ecx
@@ -164,6 +183,14 @@ null_idt_desc:
     .quad 0
 
     .balign 4
+    .globl cpuid_leaves, cpuid_regs
+cpuid_leaves:                   /* ends with 0xffffffff; CPUID_SLOTS in Rust counts them */
+    .long 0, 1, 0x15, 0x16, 0x40000000, 0x40000010, 0xffffffff
+    .balign 16
+cpuid_regs:                     /* eax, ebx, ecx, edx per leaf */
+    .fill 6 * 4, 4, 0
+
+    .balign 4
     .globl cpl0_total_ticks, cpl0_probe_ticks
 cpl0_total_ticks:
     .long 0
@@ -212,10 +239,35 @@ user_stack_top:
     options(att_syntax)
 );
 
+/// Leaves in `cpuid_leaves` (without the terminator).
+const CPUID_SLOTS: usize = 6;
+
 #[cfg(not(test))]
 extern "C" {
     static cpl0_total_ticks: u32;
     static cpl0_probe_ticks: u32;
+    static cpuid_leaves: [u32; CPUID_SLOTS + 1];
+    static cpuid_regs: [[u32; 4]; CPUID_SLOTS];
+}
+
+/// CPUID `leaf` (subleaf 0) as the boot CPU read it at CPL0, if entry.rs read that leaf.
+#[cfg(not(test))]
+pub fn cpl0_cpuid(leaf: u32) -> Option<[u32; 4]> {
+    // SAFETY: both tables are written once at CPL0 before Rust runs; only read afterwards.
+    let (leaves, regs) = unsafe {
+        (
+            core::ptr::read_volatile(core::ptr::addr_of!(cpuid_leaves)),
+            core::ptr::read_volatile(core::ptr::addr_of!(cpuid_regs)),
+        )
+    };
+    let slot = leaves[..CPUID_SLOTS].iter().position(|&l| l == leaf)?;
+    Some(regs[slot])
+}
+
+/// Host unit tests have no entry code.
+#[cfg(test)]
+pub fn cpl0_cpuid(_: u32) -> Option<[u32; 4]> {
+    None
 }
 
 /// TSC ticks spent at CPL0 from entry to the switch to CPL3, and those of the probe.
