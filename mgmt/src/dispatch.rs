@@ -2,6 +2,8 @@
 //! encodes its result), and whether it needs an open connection, changes state (refused on
 //! read-only connections) or is high priority (runs on the priority workers).
 
+mod cpus;
+
 use std::sync::Arc;
 
 use crate::domain::{format_uuid, DomainRef, DomainStatus};
@@ -128,9 +130,19 @@ static REMOTE: &[Procedure] = &[
         domain_get_max_memory,
     ),
     entry(
+        p::DOMAIN_GET_MAX_VCPUS,
+        "virDomainGetMaxVcpus",
+        cpus::domain_get_max_vcpus,
+    ),
+    entry(
         p::DOMAIN_GET_OS_TYPE,
         "virDomainGetOSType",
         domain_get_os_type,
+    ),
+    entry(
+        p::DOMAIN_GET_VCPUS,
+        "virDomainGetVcpus",
+        cpus::domain_get_vcpus,
     ),
     entry(
         p::CONNECT_LIST_DEFINED_DOMAINS,
@@ -157,6 +169,11 @@ static REMOTE: &[Procedure] = &[
         "virConnectNumOfDefinedDomains",
         connect_num_of_defined_domains,
     ),
+    mutating(entry(
+        p::DOMAIN_PIN_VCPU,
+        "virDomainPinVcpu",
+        cpus::domain_pin_vcpu,
+    )),
     mutating(entry(p::DOMAIN_REBOOT, "virDomainReboot", domain_reboot)),
     mutating(entry(p::DOMAIN_RESUME, "virDomainResume", domain_resume)),
     mutating(entry(
@@ -220,9 +237,19 @@ static REMOTE: &[Procedure] = &[
     entry(
         p::DOMAIN_GET_VCPUS_FLAGS,
         "virDomainGetVcpusFlags",
-        domain_get_vcpus_flags,
+        cpus::domain_get_vcpus_flags,
     ),
     entry(p::DOMAIN_GET_STATE, "virDomainGetState", domain_get_state),
+    mutating(entry(
+        p::DOMAIN_PIN_VCPU_FLAGS,
+        "virDomainPinVcpuFlags",
+        cpus::domain_pin_vcpu_flags,
+    )),
+    entry(
+        p::DOMAIN_GET_VCPU_PIN_INFO,
+        "virDomainGetVcpuPinInfo",
+        cpus::domain_get_vcpu_pin_info,
+    ),
     priority(mutating(entry(
         p::DOMAIN_DESTROY_FLAGS,
         "virDomainDestroyFlags",
@@ -238,6 +265,21 @@ static REMOTE: &[Procedure] = &[
         p::CONNECT_LIST_ALL_DOMAINS,
         "virConnectListAllDomains",
         connect_list_all_domains,
+    ),
+    mutating(entry(
+        p::DOMAIN_PIN_EMULATOR,
+        "virDomainPinEmulator",
+        cpus::domain_pin_emulator,
+    )),
+    entry(
+        p::DOMAIN_GET_EMULATOR_PIN_INFO,
+        "virDomainGetEmulatorPinInfo",
+        cpus::domain_get_emulator_pin_info,
+    ),
+    entry(
+        p::NODE_GET_CPU_MAP,
+        "virNodeGetCPUMap",
+        cpus::node_get_cpu_map,
     ),
     entry(
         p::CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
@@ -743,17 +785,6 @@ fn domain_get_max_memory(
     Ok(())
 }
 
-fn domain_get_vcpus_flags(
-    call: &Call,
-    args: &mut XdrReader,
-    ret: &mut XdrWriter,
-) -> Result<(), RemoteError> {
-    let s = call.domain_arg(args)?;
-    let _flags = args.get_u32()?;
-    ret.put_i32(s.vcpus as i32);
-    Ok(())
-}
-
 fn domain_get_messages(
     call: &Call,
     args: &mut XdrReader,
@@ -784,17 +815,22 @@ fn domain_shutdown(
     call.shared.hypervisor().shutdown()
 }
 
-/// The shutdown/reboot modes this machine has: the default and the ACPI power button (both
-/// press the button); agent, initctl, signal and paravirt modes are refused.
-fn check_power_button_flags(flags: u32, function: &str) -> Result<(), RemoteError> {
-    const ACPI_POWER_BUTTON: u32 = 1;
-    if flags & !ACPI_POWER_BUTTON != 0 {
+/// Refuses flag bits outside `allowed`, in libvirt's words.
+fn check_flags(flags: u32, allowed: u32, function: &str) -> Result<(), RemoteError> {
+    if flags & !allowed != 0 {
         return Err(driver_error(
             error_code::INVALID_ARG,
             format!("unsupported flags ({flags:#x}) in function {function}"),
         ));
     }
     Ok(())
+}
+
+/// The shutdown/reboot modes this machine has: the default and the ACPI power button (both
+/// press the button); agent, initctl, signal and paravirt modes are refused.
+fn check_power_button_flags(flags: u32, function: &str) -> Result<(), RemoteError> {
+    const ACPI_POWER_BUTTON: u32 = 1;
+    check_flags(flags, ACPI_POWER_BUTTON, function)
 }
 
 fn domain_shutdown_flags(
@@ -846,12 +882,7 @@ fn domain_create_with_flags(
 ) -> Result<(), RemoteError> {
     call.domain_arg(args)?;
     let flags = args.get_u32()?;
-    if flags & !START_PAUSED != 0 {
-        return Err(driver_error(
-            error_code::INVALID_ARG,
-            format!("unsupported flags ({flags:#x}) in function virDomainCreateWithFlags"),
-        ));
-    }
+    check_flags(flags, START_PAUSED, "virDomainCreateWithFlags")?;
     call.shared.hypervisor().create(flags & START_PAUSED != 0)?;
     call.status().domain.encode(ret);
     Ok(())

@@ -1,4 +1,7 @@
-//! Facts about the host for NODE_GET_INFO, CONNECT_GET_HOSTNAME and capabilities.
+//! Facts about the host for NODE_GET_INFO, NODE_GET_CPU_MAP, CONNECT_GET_HOSTNAME and
+//! capabilities.
+
+use crate::cpuset::CpuSet;
 
 /// NODE_GET_INFO's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,10 +41,38 @@ fn cpu_mhz() -> i32 {
         .unwrap_or(0)
 }
 
+/// The host CPUs online now, from sysfs (e.g. `0-1`).
+pub fn online_cpus() -> Option<CpuSet> {
+    sysfs_cpu_list("online")
+}
+
+/// The host CPUs present, online or not: libvirt numbers a node's CPUs 0..=the last of these.
+pub fn present_cpus() -> Option<CpuSet> {
+    sysfs_cpu_list("present")
+}
+
+fn sysfs_cpu_list(name: &str) -> Option<CpuSet> {
+    let text = std::fs::read_to_string(format!("/sys/devices/system/cpu/{name}")).ok()?;
+    CpuSet::parse(text.trim()).ok()
+}
+
+/// How many CPUs the node has in libvirt's sense (the width of every cpumap), and which
+/// are online. Falls back to what this process may use when sysfs is not there.
+pub fn node_cpus() -> (usize, CpuSet) {
+    let online = online_cpus().unwrap_or_else(|| {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (0..n).collect()
+    });
+    let count = present_cpus()
+        .and_then(|p| p.last())
+        .max(online.last())
+        .map_or(1, |last| last + 1);
+    (count, online)
+}
+
 pub fn node_info() -> NodeInfo {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get() as i32)
-        .unwrap_or(1);
+    // Online CPUs, as libvirt counts them: not this process's affinity (taskset would lie).
+    let cpus = node_cpus().1.len() as i32;
     NodeInfo {
         model: std::env::consts::ARCH.to_string(),
         memory_kib: meminfo_kib(),
@@ -85,6 +116,8 @@ mod tests {
     fn host_facts_are_plausible() {
         let n = node_info();
         assert!(n.cpus >= 1 && n.memory_kib > 0);
+        let (count, online) = node_cpus();
+        assert!(online.len() <= count && online.last() < Some(count));
         assert!(!hostname().is_empty());
         assert!(capabilities_xml().contains("<os_type>hvm</os_type>"));
     }

@@ -2,8 +2,20 @@
 //! requests with its main loop and waiting for the loop to confirm; handlers never touch
 //! vCPUs or devices.
 
+use crate::cpuset::CpuSet;
 use crate::domain::DomainStatus;
 use crate::wire::RemoteError;
+
+/// One vCPU thread as virDomainGetVcpus reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VcpuInfo {
+    pub number: u32,
+    /// The host CPU the thread last ran on.
+    pub cpu: i32,
+    pub cpu_time_ns: u64,
+    /// The host CPUs the thread may run on (its real affinity).
+    pub affinity: CpuSet,
+}
 
 pub trait Hypervisor: Send + Sync {
     /// A snapshot of the domain (cheap: every domain call looks the domain up through it).
@@ -23,4 +35,14 @@ pub trait Hypervisor: Send + Sync {
     fn destroy(&self) -> Result<(), RemoteError>;
     /// Boots the domain again from its configuration (optionally paused).
     fn create(&self, paused: bool) -> Result<(), RemoteError>;
+    /// The vCPU threads: where each runs and may run, and its CPU time.
+    fn vcpu_info(&self) -> Result<Vec<VcpuInfo>, RemoteError>;
+    /// The real affinity of each vCPU thread, in vCPU order.
+    fn vcpu_affinities(&self) -> Result<Vec<CpuSet>, RemoteError>;
+    /// Moves one vCPU thread onto `cpus` (host CPUs).
+    fn pin_vcpu(&self, vcpu: u32, cpus: &CpuSet) -> Result<(), RemoteError>;
+    /// The real affinity of the VMM's other threads (main loop, I/O, management).
+    fn emulator_affinity(&self) -> Result<CpuSet, RemoteError>;
+    /// Moves every thread that is not a vCPU onto `cpus`.
+    fn pin_emulator(&self, cpus: &CpuSet) -> Result<(), RemoteError>;
 }

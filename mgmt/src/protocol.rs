@@ -23,12 +23,15 @@ pub mod procedure {
     pub const DOMAIN_GET_AUTOSTART: i32 = 15;
     pub const DOMAIN_GET_INFO: i32 = 16;
     pub const DOMAIN_GET_MAX_MEMORY: i32 = 17;
+    pub const DOMAIN_GET_MAX_VCPUS: i32 = 18;
     pub const DOMAIN_GET_OS_TYPE: i32 = 19;
+    pub const DOMAIN_GET_VCPUS: i32 = 20;
     pub const CONNECT_LIST_DEFINED_DOMAINS: i32 = 21;
     pub const DOMAIN_LOOKUP_BY_ID: i32 = 22;
     pub const DOMAIN_LOOKUP_BY_NAME: i32 = 23;
     pub const DOMAIN_LOOKUP_BY_UUID: i32 = 24;
     pub const CONNECT_NUM_OF_DEFINED_DOMAINS: i32 = 25;
+    pub const DOMAIN_PIN_VCPU: i32 = 26;
     pub const DOMAIN_REBOOT: i32 = 27;
     pub const DOMAIN_RESUME: i32 = 28;
     pub const DOMAIN_SHUTDOWN: i32 = 33;
@@ -47,10 +50,15 @@ pub mod procedure {
     pub const DOMAIN_CREATE_WITH_FLAGS: i32 = 196;
     pub const DOMAIN_GET_VCPUS_FLAGS: i32 = 200;
     pub const DOMAIN_GET_STATE: i32 = 212;
+    pub const DOMAIN_PIN_VCPU_FLAGS: i32 = 225;
+    pub const DOMAIN_GET_VCPU_PIN_INFO: i32 = 230;
     pub const DOMAIN_DESTROY_FLAGS: i32 = 234;
     pub const DOMAIN_RESET: i32 = 245;
     pub const DOMAIN_SHUTDOWN_FLAGS: i32 = 258;
     pub const CONNECT_LIST_ALL_DOMAINS: i32 = 273;
+    pub const DOMAIN_PIN_EMULATOR: i32 = 279;
+    pub const DOMAIN_GET_EMULATOR_PIN_INFO: i32 = 280;
+    pub const NODE_GET_CPU_MAP: i32 = 293;
     pub const CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY: i32 = 316;
     pub const CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY: i32 = 317;
     pub const DOMAIN_EVENT_CALLBACK_LIFECYCLE: i32 = 318;
@@ -99,6 +107,15 @@ pub const EVENT_ID_REBOOT: i32 = 1;
 
 /// Limits of the protocol's variable-length items.
 pub const STRING_MAX: usize = 4_194_304;
+/// Longest cpumap of one CPU set (REMOTE_CPUMAP_MAX: 16384 host CPUs).
+pub const CPUMAP_MAX: usize = 2048;
+/// Most vCPUs one GET_VCPUS / GET_VCPU_PIN_INFO call may ask about (REMOTE_VCPUINFO_MAX).
+pub const VCPUINFO_MAX: usize = 16_384;
+/// virDomainModificationImpact: AFFECT_CURRENT is 0.
+pub const AFFECT_LIVE: u32 = 1;
+pub const AFFECT_CONFIG: u32 = 2;
+/// virDomainVcpuFlags: the maximum rather than the current count.
+pub const VCPU_MAXIMUM: u32 = 4;
 pub const DOMAIN_LIST_MAX: usize = 16_384;
 pub const UUID_LEN: usize = 16;
 

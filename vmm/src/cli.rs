@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::affinity;
 use crate::config::{self, BootMode, KernelSource, SerialConfig, VmConfig};
+use crate::placement::{CpuTune, VcpuPlacement};
 
 #[derive(Debug, Parser)]
 #[command(name = "vmm", version, about = "Run one KVM virtual machine", long_about = None)]
@@ -33,6 +35,17 @@ pub struct RunArgs {
     /// Number of vCPUs (1-254).
     #[arg(long, value_name = "N", default_value = "1", value_parser = config::parse_cpus)]
     pub cpus: u8,
+    /// Pin vCPU VCPU's thread to host CPUs CPULIST: VCPU=CPULIST, e.g. 0=2 or 1=0-3,^2
+    /// (repeatable; like libvirt's <vcpupin>).
+    #[arg(long, value_name = "VCPU=CPULIST", value_parser = config::parse_vcpu_pin)]
+    pub vcpu_pin: Vec<(u8, mgmt::cpuset::CpuSet)>,
+    /// Pin the VMM's other threads (main loop, I/O, management) to host CPUs CPULIST.
+    #[arg(long, value_name = "CPULIST", value_parser = config::parse_cpu_list)]
+    pub emulator_pin: Option<mgmt::cpuset::CpuSet>,
+    /// vCPUs without a pin: auto (one host CPU each, round-robin, where KVM needs it: kvm_pvm),
+    /// spread (that, on any host) or none (wherever the scheduler puts them).
+    #[arg(long, value_name = "POLICY", default_value = "auto", value_parser = config::parse_vcpu_placement)]
+    pub vcpu_placement: VcpuPlacement,
     /// Guest RAM: a number of MiB, or with a K/M/G/T suffix (512M, 2G).
     #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = config::parse_memory_size)]
     pub memory: u64,
@@ -124,6 +137,8 @@ impl RunArgs {
         }
         let memory = config::check_memory_size(self.memory, config::host_ram_bytes())
             .map_err(|e| format!("--memory: {e}"))?;
+        let cpu_tune = self.cpu_tune()?;
+        cpu_tune.resolve(self.cpus, affinity::process_cpus(), affinity::kvm_is_pvm())?;
         let kernel = match &self.kernel {
             Some(path) => KernelSource::File(path.clone()),
             None => KernelSource::Embedded,
@@ -149,7 +164,24 @@ impl RunArgs {
             nets: self.net.clone(),
             acpi: !self.no_acpi,
             virtio_cmdline: self.virtio_cmdline || self.no_acpi,
+            cpu_tune,
         })
+    }
+
+    fn cpu_tune(&self) -> Result<CpuTune, String> {
+        let mut tune = CpuTune {
+            placement: self.vcpu_placement,
+            emulator_pin: self.emulator_pin.clone(),
+            ..CpuTune::default()
+        };
+        for (vcpu, cpus) in &self.vcpu_pin {
+            if tune.vcpu_pins.insert(*vcpu, cpus.clone()).is_some() {
+                return Err(format!(
+                    "--vcpu-pin {vcpu}=...: vCPU {vcpu} is pinned twice"
+                ));
+            }
+        }
+        Ok(tune)
     }
 }
 
@@ -293,10 +325,57 @@ mod tests {
             (&["run", "--memory", "lots"][..], "--memory"),
             (&["run", "--serial", "tcp"][..], "--serial"),
             (&["run", "--log-level", "loud"][..], "--log-level"),
+            (&["run", "--vcpu-pin", "0"][..], "--vcpu-pin"),
+            (&["run", "--vcpu-pin", "x=1"][..], "--vcpu-pin"),
+            (&["run", "--vcpu-pin", "0=3-1"][..], "--vcpu-pin"),
+            (&["run", "--emulator-pin", "a"][..], "--emulator-pin"),
+            (
+                &["run", "--vcpu-placement", "tight"][..],
+                "--vcpu-placement",
+            ),
         ] {
             let e = parse(args).unwrap_err().to_string();
             assert!(e.contains(flag), "{args:?}: {e}");
         }
+    }
+
+    #[test]
+    fn pins_are_checked_against_this_process() {
+        let allowed = affinity::process_cpus();
+        let outside = allowed.last().unwrap() + 1;
+        let e = run_args(&["run", "--vcpu-pin", &format!("0={outside}")])
+            .to_config()
+            .unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "--vcpu-pin 0={outside}: host CPU {outside} is not available to this process"
+            )),
+            "{e}"
+        );
+        let e = run_args(&["run", "--emulator-pin", &outside.to_string()])
+            .to_config()
+            .unwrap_err();
+        assert!(e.starts_with("--emulator-pin"), "{e}");
+        let e = run_args(&["run", "--cpus", "2", "--vcpu-pin", "2=0"])
+            .to_config()
+            .unwrap_err();
+        assert_eq!(e, "--vcpu-pin 2=0: there is no vCPU 2 (--cpus 2)");
+        let e = run_args(&["run", "--vcpu-pin", "0=0", "--vcpu-pin", "0=0"])
+            .to_config()
+            .unwrap_err();
+        assert!(e.contains("pinned twice"), "{e}");
+        let first = allowed.first().unwrap().to_string();
+        let cfg = run_args(&[
+            "run",
+            "--vcpu-pin",
+            &format!("0={first}"),
+            "--vcpu-placement",
+            "none",
+        ])
+        .to_config()
+        .unwrap();
+        assert_eq!(cfg.cpu_tune.placement, VcpuPlacement::None);
+        assert_eq!(cfg.cpu_tune.vcpu_pins[&0].to_string(), first);
     }
 
     #[test]

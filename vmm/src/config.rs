@@ -5,6 +5,10 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use mgmt::cpuset::CpuSet;
+
+use crate::placement::{CpuTune, VcpuPlacement};
+
 /// Smallest guest the loader can lay out: low memory tables plus an image at 1 MiB.
 pub const MIN_MEMORY: u64 = 8 << 20;
 /// KVM on x86_64 allows at most this many vCPUs in our MP table (APIC ids 0..=253 plus the IOAPIC).
@@ -61,6 +65,8 @@ pub struct VmConfig {
     /// (`virtio_mmio.device=`), for kernels built with VIRTIO_MMIO_CMDLINE_DEVICES. Always on
     /// without ACPI, since nothing else would tell the guest where they are.
     pub virtio_cmdline: bool,
+    /// Which host CPUs the vCPU threads and the other threads run on.
+    pub cpu_tune: CpuTune,
 }
 
 impl Default for VmConfig {
@@ -81,6 +87,7 @@ impl Default for VmConfig {
             nets: Vec::new(),
             acpi: true,
             virtio_cmdline: false,
+            cpu_tune: CpuTune::default(),
         }
     }
 }
@@ -132,6 +139,32 @@ pub fn parse_mode(text: &str) -> Result<u32, ParseError> {
     match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
         Ok(mode) if mode <= 0o777 => Ok(mode),
         _ => err(format!("'{text}' is not an octal permission mode like 600")),
+    }
+}
+
+/// Parses `VCPU=CPULIST`, e.g. `0=2` or `1=0-3,^2`.
+pub fn parse_vcpu_pin(text: &str) -> Result<(u8, CpuSet), ParseError> {
+    let (vcpu, cpus) = text
+        .split_once('=')
+        .ok_or_else(|| ParseError(format!("'{text}' is not VCPU=CPULIST (like 0=2 or 1=0-3)")))?;
+    let vcpu = vcpu
+        .trim()
+        .parse::<u8>()
+        .map_err(|_| ParseError(format!("'{vcpu}' is not a vCPU number")))?;
+    Ok((vcpu, parse_cpu_list(cpus)?))
+}
+
+/// Parses a host CPU list such as `0-3,^2`.
+pub fn parse_cpu_list(text: &str) -> Result<CpuSet, ParseError> {
+    CpuSet::parse(text).map_err(ParseError)
+}
+
+pub fn parse_vcpu_placement(text: &str) -> Result<VcpuPlacement, ParseError> {
+    match text {
+        "auto" => Ok(VcpuPlacement::Auto),
+        "spread" => Ok(VcpuPlacement::Spread),
+        "none" => Ok(VcpuPlacement::None),
+        _ => err(format!("'{text}' is not one of auto, spread, none")),
     }
 }
 

@@ -4,11 +4,13 @@
 //!   handlers, signalfd, run-state requests and `main_loop_should_exit`).
 //! - `arch`: x86_64 boot-time state (memory layout, CPUID, registers, e820, MP table).
 //! - `vm`, `vcpu`: the KVM VM (RAM, split irqchip, MSI routes) and the vCPU threads.
+//! - `placement`, `affinity`: which host CPUs the threads run on, and the system calls for it.
 //! - `loader`: kernel, initrd, command line and boot tables into guest RAM.
 //! - `machine`: all of it assembled from a `config::VmConfig`; what the main loop drives.
 //! - `management`: the libvirt management server's view of the VM (mgmt::Hypervisor).
 //! - `cli`, `console`, `logger`: the `vmm` launcher's command line, terminal and log output.
 
+pub mod affinity;
 pub mod arch;
 pub mod cli;
 pub mod config;
@@ -18,6 +20,7 @@ pub mod logger;
 pub mod machine;
 pub mod main_loop;
 pub mod management;
+pub mod placement;
 pub mod vcpu;
 pub mod virtio_devices;
 pub mod vm;

@@ -15,10 +15,11 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::arch::x86_64::cpuid::{add_timing_leaf, filter_cpuid};
 use crate::config::VmConfig;
 use crate::main_loop::{self, AioContext, Requests, ShutdownCause};
+use crate::placement::CpuPinning;
 use crate::vcpu::{VcpuContext, VcpuGroup};
 use crate::virtio_devices::{self, VirtioSlot};
 use crate::vm::{GsiRouter, Vm};
-use crate::{loader, vm};
+use crate::{affinity, loader, vm};
 
 /// Entries requested from KVM_GET_SUPPORTED_CPUID (KVM's own upper bound is 256).
 const MAX_CPUID_ENTRIES: usize = 256;
@@ -54,6 +55,7 @@ pub struct Machine {
     ioapic: Arc<Mutex<Ioapic>>,
     /// The power button's event device (present with ACPI).
     ged: Option<Arc<Mutex<Ged>>>,
+    pinning: Arc<CpuPinning>,
     virtio: Vec<VirtioSlot>,
     vm: Vm,
 }
@@ -65,6 +67,15 @@ impl Machine {
         requests: Arc<Requests>,
         serial_out: Box<dyn Write + Send>,
     ) -> Result<Machine, Error> {
+        let placement = config
+            .cpu_tune
+            .resolve(
+                config.cpus,
+                affinity::process_cpus(),
+                affinity::kvm_is_pvm(),
+            )
+            .map_err(Error::Vcpu)?;
+        placement.log_choices(&config.cpu_tune);
         let vm = Vm::new(config.memory, config.cpus).map_err(Error::Vm)?;
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
@@ -148,7 +159,15 @@ impl Machine {
             memory: vm.memory().clone(),
             ioapic: ioapic.clone(),
         };
-        let vcpus = VcpuGroup::start(vcpu_fds, entry, ctx).map_err(Error::Vcpu)?;
+        let vcpus =
+            VcpuGroup::start(vcpu_fds, entry, ctx, &placement.vcpus).map_err(Error::Vcpu)?;
+        let emulator_pin = placement.emulator.clone();
+        let pinning = CpuPinning::new(placement, vcpus.threads());
+        if let Some(cpus) = emulator_pin {
+            pinning
+                .pin_emulator(&cpus)
+                .map_err(|e| Error::Vcpu(format!("--emulator-pin {cpus}: {e}")))?;
+        }
         Ok(Machine {
             config: config.clone(),
             vcpus,
@@ -156,9 +175,15 @@ impl Machine {
             serial_input_drained: input_drained,
             ioapic,
             ged,
+            pinning,
             virtio,
             vm,
         })
+    }
+
+    /// The threads' host CPU placement, for management calls.
+    pub fn pinning(&self) -> &Arc<CpuPinning> {
+        &self.pinning
     }
 
     pub fn serial(&self) -> &Arc<Mutex<Serial>> {
@@ -229,8 +254,13 @@ fn create_vcpus(vm: &Vm, count: u8) -> Result<Vec<VcpuFd>, Error> {
             let mut cpuid = supported.clone();
             filter_cpuid(&mut cpuid, index, count).map_err(|e| Error::Vcpu(e.to_string()))?;
             // Without KVM_CAP_GET_TSC_KHZ the guest calibrates (or assumes) on its own.
-            if let Ok(khz) = fd.get_tsc_khz() {
-                add_timing_leaf(&mut cpuid, khz).map_err(|e| Error::Vcpu(e.to_string()))?;
+            match fd.get_tsc_khz() {
+                Ok(khz) => {
+                    add_timing_leaf(&mut cpuid, khz).map_err(|e| Error::Vcpu(e.to_string()))?
+                }
+                Err(e) => log::debug!(
+                    "vCPU {index}: no TSC frequency for the guest: KVM_GET_TSC_KHZ: {e}"
+                ),
             }
             fd.set_cpuid2(&cpuid)
                 .map_err(|e| Error::Vcpu(format!("KVM_SET_CPUID2 {index}: {e}")))?;

@@ -52,10 +52,12 @@ fn run(args: &RunArgs) -> u8 {
     }
     // Kept alive until the VMM exits; dropping it removes the sockets.
     let _management = match args.management() {
-        Some(server_config) => match start_management(&mut main_loop, &config, server_config) {
-            Ok(server) => Some(server),
-            Err(e) => return fail(&e),
-        },
+        Some(server_config) => {
+            match start_management(&mut main_loop, &config, &machine, server_config) {
+                Ok(server) => Some(server),
+                Err(e) => return fail(&e),
+            }
+        }
         None => None,
     };
     if config.serial == SerialConfig::Stdio {
@@ -117,10 +119,11 @@ fn attach_stdin(
 fn start_management(
     main_loop: &mut MainLoop,
     config: &VmConfig,
+    machine: &Machine,
     server_config: mgmt::ServerConfig,
 ) -> Result<Arc<mgmt::Server>, String> {
     let socket = server_config.socket.clone();
-    let domain = ManagedDomain::new(config, main_loop.requests());
+    let domain = ManagedDomain::new(config, main_loop.requests(), machine.pinning().clone());
     let server = Arc::new(
         mgmt::Server::start(server_config, domain.clone())
             .map_err(|e| format!("--mgmt-socket: {e}"))?,

@@ -5,13 +5,16 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use mgmt::cpuset::CpuSet;
 use mgmt::domain::{format_uuid, DomainRef, DomainStatus};
+use mgmt::hypervisor::VcpuInfo;
 use mgmt::protocol::{error_code, error_domain, DomainState, Lifecycle};
 use mgmt::wire::RemoteError;
 use mgmt::{Hypervisor, Server};
 
 use crate::config::{KernelSource, SerialConfig, VmConfig};
 use crate::main_loop::{Event, Requests, RunState, ShutdownCause, Ticket};
+use crate::placement::CpuPinning;
 
 /// How long a call waits for the main loop to carry out a request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,6 +44,7 @@ struct Bookkeeping {
 pub struct ManagedDomain {
     config: VmConfig,
     requests: Arc<Requests>,
+    pinning: Arc<CpuPinning>,
     book: Mutex<Bookkeeping>,
     job: Mutex<()>,
 }
@@ -67,6 +71,22 @@ fn cpu_time_ns() -> u64 {
     ns(usage.ru_utime) + ns(usage.ru_stime)
 }
 
+fn operation_failed(message: impl std::fmt::Display) -> RemoteError {
+    RemoteError::new(
+        error_code::OPERATION_FAILED,
+        error_domain::QEMU,
+        format!("operation failed: {message}"),
+    )
+}
+
+fn invalid_arg(message: impl std::fmt::Display) -> RemoteError {
+    RemoteError::new(
+        error_code::INVALID_ARG,
+        error_domain::QEMU,
+        format!("invalid argument: {message}"),
+    )
+}
+
 fn xml_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -76,10 +96,15 @@ fn xml_escape(text: &str) -> String {
 }
 
 impl ManagedDomain {
-    pub fn new(config: &VmConfig, requests: Arc<Requests>) -> Arc<ManagedDomain> {
+    pub fn new(
+        config: &VmConfig,
+        requests: Arc<Requests>,
+        pinning: Arc<CpuPinning>,
+    ) -> Arc<ManagedDomain> {
         Arc::new(ManagedDomain {
             config: config.clone(),
             requests,
+            pinning,
             book: Mutex::new(Bookkeeping {
                 id: -1,
                 runs: 0,
@@ -400,6 +425,48 @@ impl Hypervisor for ManagedDomain {
         } else {
             self.carry_out(|r| r.vm_start_request(), RunState::Running, "start")
         }
+    }
+
+    fn vcpu_info(&self) -> Result<Vec<VcpuInfo>, RemoteError> {
+        (0..self.pinning.vcpu_count())
+            .map(|index| {
+                let stats = self.pinning.vcpu_stats(index).map_err(operation_failed)?;
+                Ok(VcpuInfo {
+                    number: index as u32,
+                    cpu: stats.last_cpu,
+                    cpu_time_ns: stats.cpu_time_ns,
+                    affinity: self
+                        .pinning
+                        .vcpu_affinity(index)
+                        .map_err(operation_failed)?,
+                })
+            })
+            .collect()
+    }
+
+    fn vcpu_affinities(&self) -> Result<Vec<CpuSet>, RemoteError> {
+        (0..self.pinning.vcpu_count())
+            .map(|index| self.pinning.vcpu_affinity(index).map_err(operation_failed))
+            .collect()
+    }
+
+    fn pin_vcpu(&self, vcpu: u32, cpus: &CpuSet) -> Result<(), RemoteError> {
+        let _job = self.job();
+        self.pinning.policy().check(cpus).map_err(invalid_arg)?;
+        self.pinning
+            .pin_vcpu(vcpu as usize, cpus)
+            .map(drop)
+            .map_err(operation_failed)
+    }
+
+    fn emulator_affinity(&self) -> Result<CpuSet, RemoteError> {
+        self.pinning.emulator_affinity().map_err(operation_failed)
+    }
+
+    fn pin_emulator(&self, cpus: &CpuSet) -> Result<(), RemoteError> {
+        let _job = self.job();
+        self.pinning.policy().check(cpus).map_err(invalid_arg)?;
+        self.pinning.pin_emulator(cpus).map_err(operation_failed)
     }
 }
 

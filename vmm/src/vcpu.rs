@@ -6,18 +6,25 @@
 //! page: KVM_RUN then returns EINTR whether the signal landed inside or just before it, so no
 //! kick is lost. A vCPU that hits something it cannot continue from (triple fault, internal
 //! error) files a request with the main loop and parks until it is paused or stopped.
+//!
+//! Each thread places itself on its host CPUs before its first KVM_RUN, and moves itself when
+//! asked (`VcpuThreads::pin`): the request is posted under the same mutex and the thread is
+//! kicked, so it changes its affinity between two KVM_RUNs, never while inside one.
 
 use std::cell::Cell;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use devices::bus::Bus;
 use devices::legacy::Ioapic;
 use kvm_bindings::{kvm_mp_state, kvm_run, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED};
 use kvm_ioctls::{VcpuExit, VcpuFd};
+use mgmt::cpuset::CpuSet;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use crate::affinity::{self, Tid};
 use crate::arch::x86_64::regs::{self, BootEntry};
 use crate::main_loop::{Requests, ShutdownCause};
 
@@ -26,6 +33,9 @@ pub const EXIT_STATUS_VCPU_FAILURE: i32 = 3;
 
 /// Offset from SIGRTMIN of the signal that kicks vCPUs out of KVM_RUN.
 const KICK_SIGNAL_OFFSET: i32 = 0;
+
+/// How long a move waits for its vCPU to come out of the guest and take it.
+const PIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Request {
@@ -42,6 +52,19 @@ struct Control {
     /// Bumped by a machine reset: each vCPU reloads its boot state when it sees a new value.
     boot_generation: u64,
     boot_entry: BootEntry,
+    /// One per vCPU.
+    threads: Vec<ThreadSlot>,
+}
+
+/// A vCPU thread's id and the placement request in flight for it.
+#[derive(Default)]
+struct ThreadSlot {
+    /// Set once the thread has placed itself.
+    tid: Option<Tid>,
+    /// Posted by `VcpuThreads::pin`, taken by the vCPU thread.
+    pin_request: Option<CpuSet>,
+    /// The thread's answer: to a pin request, or at start to its first placement.
+    pin_outcome: Option<Result<(), String>>,
 }
 
 struct Shared {
@@ -55,19 +78,120 @@ impl Shared {
         self.control.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Parks the calling vCPU thread while `keep_waiting` holds.
+    /// Parks vCPU `index`'s thread while `keep_waiting` holds; it still moves when asked.
     fn park_while<'a>(
         &self,
+        index: usize,
         mut guard: MutexGuard<'a, Control>,
         keep_waiting: impl Fn(&Control) -> bool,
     ) -> MutexGuard<'a, Control> {
         guard.parked += 1;
         self.changed.notify_all();
-        while keep_waiting(&guard) {
+        loop {
+            self.serve_pin(index, &mut guard);
+            if !keep_waiting(&guard) {
+                break;
+            }
             guard = self.changed.wait(guard).unwrap_or_else(|p| p.into_inner());
         }
         guard.parked -= 1;
         guard
+    }
+
+    /// Called on vCPU `index`'s own thread, outside KVM_RUN: carries out a pending move.
+    fn serve_pin(&self, index: usize, guard: &mut MutexGuard<'_, Control>) {
+        let slot = &mut guard.threads[index];
+        if let Some(cpus) = slot.pin_request.take() {
+            slot.pin_outcome = Some(affinity::set_thread_affinity(0, &cpus));
+            self.changed.notify_all();
+        }
+    }
+}
+
+/// Sends the kick signal to one thread of this process.
+fn kick_thread(tid: Tid) -> Result<(), String> {
+    // SAFETY: tgkill only sends a signal; the target is a thread of this very process, and
+    // the kick handler is installed before any vCPU thread exists.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            std::process::id() as libc::pid_t,
+            tid,
+            SIGRTMIN() + KICK_SIGNAL_OFFSET,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "cannot kick thread {tid}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// The vCPU threads seen from outside: their ids, and moving one to other host CPUs.
+#[derive(Clone)]
+pub struct VcpuThreads {
+    shared: Arc<Shared>,
+    /// One move at a time: a slot holds a single request.
+    pin_lock: Arc<Mutex<()>>,
+}
+
+impl VcpuThreads {
+    /// Thread ids in vCPU order.
+    pub fn tids(&self) -> Vec<Tid> {
+        self.shared
+            .lock()
+            .threads
+            .iter()
+            .filter_map(|slot| slot.tid)
+            .collect()
+    }
+
+    /// Has vCPU `index` move itself onto `cpus`, between two KVM_RUNs; waits until it has.
+    pub fn pin(&self, index: usize, cpus: &CpuSet) -> Result<(), String> {
+        let _one_at_a_time = self.pin_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.shared.lock();
+        let stopped = || Err("the vCPU threads have stopped".to_string());
+        if guard.request == Request::Exit {
+            return stopped();
+        }
+        let slot = guard
+            .threads
+            .get_mut(index)
+            .ok_or_else(|| format!("there is no vCPU {index}"))?;
+        let tid = slot
+            .tid
+            .ok_or_else(|| format!("vCPU {index} has not started"))?;
+        slot.pin_request = Some(cpus.clone());
+        slot.pin_outcome = None;
+        self.shared.changed.notify_all();
+        drop(guard);
+        kick_thread(tid)?;
+
+        let deadline = Instant::now() + PIN_TIMEOUT;
+        let mut guard = self.shared.lock();
+        loop {
+            if let Some(outcome) = guard.threads[index].pin_outcome.take() {
+                return outcome;
+            }
+            let now = Instant::now();
+            if guard.request == Request::Exit || now >= deadline {
+                guard.threads[index].pin_request = None;
+                if guard.request == Request::Exit {
+                    return stopped();
+                }
+                return Err(format!(
+                    "vCPU {index} did not come out of the guest to move"
+                ));
+            }
+            guard = self
+                .shared
+                .changed
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 }
 
@@ -115,19 +239,29 @@ pub fn install_kick_handler() -> Result<(), String> {
 }
 
 impl VcpuGroup {
-    /// Starts one thread per vCPU. The threads start parked: `resume` lets them run.
+    /// Starts one thread per vCPU, each placed on `affinities[index]` before it ever enters
+    /// the guest. The threads start parked: `resume` lets them run.
     pub fn start(
         vcpus: Vec<VcpuFd>,
         boot_entry: BootEntry,
         ctx: VcpuContext,
+        affinities: &[CpuSet],
     ) -> Result<VcpuGroup, String> {
         install_kick_handler()?;
+        if affinities.len() != vcpus.len() {
+            return Err(format!(
+                "{} vCPU placements for {} vCPUs",
+                affinities.len(),
+                vcpus.len()
+            ));
+        }
         let shared = Arc::new(Shared {
             control: Mutex::new(Control {
                 request: Request::Pause,
                 parked: 0,
                 boot_generation: 1,
                 boot_entry,
+                threads: (0..vcpus.len()).map(|_| ThreadSlot::default()).collect(),
             }),
             changed: Condvar::new(),
         });
@@ -135,13 +269,14 @@ impl VcpuGroup {
             shared: shared.clone(),
             threads: Vec::new(),
         };
-        for (index, fd) in vcpus.into_iter().enumerate() {
+        for ((index, fd), cpus) in vcpus.into_iter().enumerate().zip(affinities) {
             let vcpu = VcpuThread {
                 index,
                 fd,
                 shared: shared.clone(),
                 ctx: ctx.clone(),
                 boot_generation: 0,
+                affinity: cpus.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
@@ -149,7 +284,34 @@ impl VcpuGroup {
                 .map_err(|e| format!("cannot start the vCPU {index} thread: {e}"))?;
             group.threads.push(thread);
         }
+        group.wait_until_placed()?;
         Ok(group)
+    }
+
+    /// Waits for every thread to report its first placement; the first failure is the error.
+    fn wait_until_placed(&self) -> Result<(), String> {
+        let mut guard = self.shared.lock();
+        while guard.threads.iter().any(|slot| slot.tid.is_none()) {
+            guard = self
+                .shared
+                .changed
+                .wait(guard)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        for (index, slot) in guard.threads.iter_mut().enumerate() {
+            if let Some(Err(e)) = slot.pin_outcome.take() {
+                return Err(format!("vCPU {index}: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A handle on the threads for placement (ids, moves) that outlives borrows of the group.
+    pub fn threads(&self) -> VcpuThreads {
+        VcpuThreads {
+            shared: self.shared.clone(),
+            pin_lock: Arc::new(Mutex::new(())),
+        }
     }
 
     fn kick_all(&self) {
@@ -242,18 +404,29 @@ struct VcpuThread {
     shared: Arc<Shared>,
     ctx: VcpuContext,
     boot_generation: u64,
+    /// Where this thread places itself before its first KVM_RUN.
+    affinity: CpuSet,
 }
 
 impl VcpuThread {
     fn run(mut self) {
+        let placed = affinity::set_thread_affinity(0, &self.affinity);
+        {
+            let mut guard = self.shared.lock();
+            let slot = &mut guard.threads[self.index];
+            slot.tid = Some(affinity::current_tid());
+            slot.pin_outcome = Some(placed);
+            self.shared.changed.notify_all();
+        }
         let run_page: *mut kvm_run = self.fd.get_kvm_run();
         KVM_RUN.with(|cell| cell.set(run_page));
         loop {
             let mut guard = self.shared.lock();
+            self.shared.serve_pin(self.index, &mut guard);
             if guard.request != Request::Run {
                 guard = self
                     .shared
-                    .park_while(guard, |c| c.request == Request::Pause);
+                    .park_while(self.index, guard, |c| c.request == Request::Pause);
             }
             if guard.request == Request::Exit {
                 break;
@@ -278,7 +451,10 @@ impl VcpuThread {
 
     fn park_until_stopped(&self) {
         let guard = self.shared.lock();
-        drop(self.shared.park_while(guard, |c| c.request == Request::Run));
+        drop(
+            self.shared
+                .park_while(self.index, guard, |c| c.request == Request::Run),
+        );
     }
 
     /// The boot CPU starts at the kernel entry; the others wait for INIT/SIPI in the LAPIC.

@@ -4,18 +4,30 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Server, ServerConfig};
+use crate::cpuset::CpuSet;
 use crate::domain::{DomainRef, DomainStatus};
-use crate::hypervisor::Hypervisor;
+use crate::hypervisor::{Hypervisor, VcpuInfo};
 use crate::protocol::{procedure as p, DomainState, Lifecycle, KEEPALIVE_PROGRAM, REMOTE_PROGRAM};
 use crate::wire::{self, FrameReader, Header, RemoteError};
 use crate::xdr::{XdrReader, XdrWriter};
 
 struct FakeVm {
     suspends: AtomicUsize,
+    /// Two vCPUs' affinities.
+    pins: Mutex<Vec<CpuSet>>,
+}
+
+impl FakeVm {
+    fn new() -> FakeVm {
+        FakeVm {
+            suspends: AtomicUsize::new(0),
+            pins: Mutex::new(vec![CpuSet::single(0), CpuSet::single(1)]),
+        }
+    }
 }
 
 fn domain() -> DomainRef {
@@ -65,6 +77,30 @@ impl Hypervisor for FakeVm {
     fn create(&self, _: bool) -> Result<(), RemoteError> {
         Ok(())
     }
+    fn vcpu_info(&self) -> Result<Vec<VcpuInfo>, RemoteError> {
+        let pins = self.vcpu_affinities()?;
+        Ok((0..2)
+            .map(|n| VcpuInfo {
+                number: n,
+                cpu: n as i32,
+                cpu_time_ns: 7,
+                affinity: pins[n as usize].clone(),
+            })
+            .collect())
+    }
+    fn vcpu_affinities(&self) -> Result<Vec<CpuSet>, RemoteError> {
+        Ok(self.pins.lock().unwrap().clone())
+    }
+    fn pin_vcpu(&self, vcpu: u32, cpus: &CpuSet) -> Result<(), RemoteError> {
+        self.pins.lock().unwrap()[vcpu as usize] = cpus.clone();
+        Ok(())
+    }
+    fn emulator_affinity(&self) -> Result<CpuSet, RemoteError> {
+        Ok(CpuSet::single(3))
+    }
+    fn pin_emulator(&self, _: &CpuSet) -> Result<(), RemoteError> {
+        Ok(())
+    }
 }
 
 fn socket_path(tag: &str) -> PathBuf {
@@ -80,9 +116,7 @@ fn start(tag: &str, tweak: impl FnOnce(&mut ServerConfig)) -> (Server, Arc<FakeV
         ..ServerConfig::default()
     };
     tweak(&mut config);
-    let vm = Arc::new(FakeVm {
-        suspends: AtomicUsize::new(0),
-    });
+    let vm = Arc::new(FakeVm::new());
     let server = Server::start(config, vm.clone()).unwrap();
     (server, vm, path)
 }
@@ -215,6 +249,83 @@ fn dispatches_and_checks_open_and_domain() {
             .message,
         "Unable to decode message payload"
     );
+}
+
+/// DOMAIN_GET_VCPUS / GET_VCPU_PIN_INFO arguments: dom, count, maplen (and flags).
+fn vcpu_query(count: i32, maplen: i32, flags: Option<u32>) -> Vec<u8> {
+    let mut w = XdrWriter::from_vec(dom_arg());
+    w.put_i32(count);
+    w.put_i32(maplen);
+    if let Some(flags) = flags {
+        w.put_u32(flags);
+    }
+    w.into_inner()
+}
+
+#[test]
+fn vcpu_placement_calls_check_sizes_and_lay_out_cpumaps() {
+    let (_server, vm, path) = start("vcpus", |_| {});
+    let mut peer = Peer::connect(&path);
+    peer.open();
+    let (status, ret) = peer.call(p::DOMAIN_GET_VCPUS, &vcpu_query(4, 1, None));
+    assert_eq!(status, 0);
+    let mut r = XdrReader::new(&ret);
+    assert_eq!(r.get_u32(), Ok(2), "two vCPUs even when 4 are asked for");
+    for n in 0..2 {
+        assert_eq!(r.get_u32(), Ok(n));
+        assert_eq!(
+            (r.get_i32(), r.get_u64(), r.get_i32()),
+            (Ok(1), Ok(7), Ok(n as i32))
+        );
+    }
+    assert_eq!(r.get_opaque(16), Ok(&[0b01, 0b10][..]), "one byte per vCPU");
+    // Sizes a client may not ask for are refused; the connection stays usable.
+    for (count, maplen) in [(-1, 1), (1, -1), (20_000, 1), (1, 4096)] {
+        let (status, _) = peer.call(p::DOMAIN_GET_VCPUS, &vcpu_query(count, maplen, None));
+        assert_eq!(status, 1, "maxinfo={count} maplen={maplen}");
+        let (status, _) = peer.call(
+            p::DOMAIN_GET_VCPU_PIN_INFO,
+            &vcpu_query(count, maplen, Some(0)),
+        );
+        assert_eq!(status, 1, "ncpumaps={count} maplen={maplen}");
+    }
+    let (status, _) = peer.call(p::DOMAIN_GET_VCPU_PIN_INFO, &vcpu_query(2, 1, Some(3)));
+    assert_eq!(status, 1, "live and config at once");
+
+    let mut w = XdrWriter::from_vec(dom_arg());
+    w.put_u32(1);
+    w.put_opaque(&[0b100]);
+    w.put_u32(0);
+    assert_eq!(peer.call(p::DOMAIN_PIN_VCPU_FLAGS, &w.into_inner()).0, 0);
+    assert_eq!(vm.pins.lock().unwrap()[1], CpuSet::single(2));
+    for (vcpu, map) in [(2u32, &[1u8][..]), (0, &[0][..])] {
+        let mut w = XdrWriter::from_vec(dom_arg());
+        w.put_u32(vcpu);
+        w.put_opaque(map);
+        assert_eq!(
+            peer.call(p::DOMAIN_PIN_VCPU, &w.into_inner()).0,
+            1,
+            "vcpu {vcpu} map {map:?}"
+        );
+    }
+    let (status, ret) = peer.call(p::DOMAIN_GET_VCPU_PIN_INFO, &vcpu_query(2, 2, Some(0)));
+    assert_eq!(status, 0);
+    let mut r = XdrReader::new(&ret);
+    assert_eq!(r.get_opaque(16), Ok(&[1, 0, 4, 0][..]));
+    assert_eq!(r.get_i32(), Ok(2));
+
+    let mut w = XdrWriter::new();
+    w.put_i32(1);
+    w.put_i32(1);
+    w.put_u32(0);
+    let (status, ret) = peer.call(p::NODE_GET_CPU_MAP, &w.into_inner());
+    assert_eq!(status, 0);
+    let mut r = XdrReader::new(&ret);
+    let map = CpuSet::from_map(r.get_opaque(2048).unwrap());
+    let online = r.get_u32().unwrap();
+    let count = r.get_i32().unwrap();
+    assert_eq!(map.len(), online as usize);
+    assert!(count >= 1 && map.last() < Some(count as usize));
 }
 
 #[test]
@@ -378,9 +489,7 @@ fn a_live_socket_is_not_taken_over_but_a_stale_one_is() {
             socket: path.clone(),
             ..ServerConfig::default()
         },
-        Arc::new(FakeVm {
-            suspends: AtomicUsize::new(0),
-        }),
+        Arc::new(FakeVm::new()),
     );
     assert!(second
         .err()
