@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{kvm_available, read_lossy, TempDir, VMM};
+use common::{kvm_available, read_lossy, skip, TempDir, VMM};
 
 const NAME: &str = "testvm";
 const UUID: &str = "6695eb01-f6a4-8304-79aa-97f2502e193f";
@@ -17,6 +17,8 @@ const UUID: &str = "6695eb01-f6a4-8304-79aa-97f2502e193f";
 const TICKING: &str = "quiet test=ticker ticker.count=1000000";
 /// A guest idling at its prompt, which powers off when the power button is pressed.
 const IDLE: &str = "quiet";
+/// Event kinds libvirt 9.0 knows (VIR_DOMAIN_EVENT_ID_LAST): what `virsh event --all` registers.
+const EVENT_KINDS: usize = 27;
 
 /// A VMM serving the management protocol.
 struct Managed {
@@ -32,15 +34,39 @@ impl Managed {
     }
 
     fn start_with(tag: &str, cmdline: &str) -> Managed {
+        Self::spawn(tag, cmdline, &[], &[])
+    }
+
+    /// `wrapper` runs first (e.g. `taskset -c 0`) and execs the VMM with `extra` flags.
+    fn spawn(tag: &str, cmdline: &str, extra: &[&str], wrapper: &[&str]) -> Managed {
         let dir = TempDir::new(tag);
         let socket = dir.path("vmm.sock");
         let ro_socket = dir.path("vmm-ro.sock");
         let console = format!("file={}", dir.path("console.log").display());
-        let child = Command::new(VMM)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(VMM);
+                c
+            }
+            None => Command::new(VMM),
+        };
+        let child = command
             .args([
-                "run", "--name", NAME, "--uuid", UUID, "--memory", "64M", "--serial", &console,
+                "run",
+                "--name",
+                NAME,
+                "--uuid",
+                UUID,
+                "--memory",
+                "64M",
+                "--serial",
+                &console,
+                "--log-level",
+                "info",
             ])
             .args(["--cmdline", cmdline])
+            .args(extra)
             .arg("--mgmt-socket")
             .arg(&socket)
             .arg("--mgmt-socket-ro")
@@ -120,8 +146,16 @@ impl Managed {
         }
     }
 
+    /// Event callbacks clients have registered so far (the VMM logs each at info level).
+    fn registered_callbacks(&self) -> usize {
+        read_lossy(&self.dir.path("stderr.log"))
+            .matches("event callback")
+            .count()
+    }
+
     /// `virsh event --all --loop` on this VM, registered before it returns.
     fn watch_events(&self) -> Child {
+        let before = self.registered_callbacks();
         let watcher = Command::new("virsh")
             .arg("-c")
             .arg(Self::uri(&self.socket))
@@ -130,7 +164,12 @@ impl Managed {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(500)); // let it register
+        // `--all` registers one callback per event kind that libvirt 9.0 has.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.registered_callbacks() < before + EVENT_KINDS {
+            assert!(Instant::now() < deadline, "virsh event did not register");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         watcher
     }
 
@@ -174,11 +213,29 @@ fn clients_available(test: &str) -> bool {
     if !kvm_available(test) {
         return false;
     }
-    let ok = Path::new("/usr/bin/virsh").exists();
-    if !ok {
-        eprintln!("{test}: skipped: virsh is not installed (apt-get install libvirt-clients)");
+    if !Path::new("/usr/bin/virsh").exists() {
+        return skip(
+            test,
+            "virsh is not installed (apt-get install libvirt-clients)",
+        );
     }
-    ok
+    true
+}
+
+/// virsh and KVM, and libvirt-python for Debian's python3.
+fn python_available(test: &str) -> bool {
+    if !clients_available(test) {
+        return false;
+    }
+    let imports = Command::new("/usr/bin/python3")
+        .args(["-c", "import libvirt"])
+        .status()
+        .is_ok_and(|s| s.success());
+    imports
+        || skip(
+            test,
+            "libvirt-python is not installed (apt-get install python3-libvirt)",
+        )
 }
 
 #[test]
@@ -264,7 +321,7 @@ fn virsh_lifecycle_with_events() {
         "paused (user)"
     );
     let paused_ticks = vm.ticks();
-    std::thread::sleep(Duration::from_millis(300));
+    common::wait_until_vcpus_sleep(vm.child.id());
     assert_eq!(vm.ticks(), paused_ticks, "guest ran while suspended");
     vm.virsh(&["resume", NAME]);
     assert_eq!(vm.virsh(&["domstate", NAME]).trim(), "running");
@@ -421,7 +478,7 @@ fn read_only_socket_refuses_changes() {
 
 #[test]
 fn libvirt_python_drives_the_vm() {
-    if !clients_available("libvirt_python_drives_the_vm") {
+    if !python_available("libvirt_python_drives_the_vm") {
         return;
     }
     let vm = Managed::start("python");
@@ -617,15 +674,20 @@ fn malformed_input_never_hurts_the_server_or_the_guest() {
     let mut s = UnixStream::connect(&sock).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(&open_then_truncated).unwrap();
-    let mut replies = [0u8; 28 + 28 + 92];
-    let mut got = 0;
-    while got < 28 + 28 {
-        match s.read(&mut replies[got..]) {
+    // Both replies, however the socket splits them: read until the error text is there.
+    let needle = "Unable to decode message payload";
+    let mut replies = Vec::new();
+    let mut chunk = [0u8; 256];
+    while !String::from_utf8_lossy(&replies).contains(needle) && replies.len() < 4096 {
+        match s.read(&mut chunk) {
             Ok(0) | Err(_) => break,
-            Ok(n) => got += n,
+            Ok(n) => replies.extend_from_slice(&chunk[..n]),
         }
     }
-    assert!(String::from_utf8_lossy(&replies[..got]).contains("Unable to decode message payload"));
+    assert!(
+        String::from_utf8_lossy(&replies).contains(needle),
+        "{replies:?}"
+    );
     still_fine("early calls, bad status, truncated body");
     // Wrong message types are ignored; the connection stays usable afterwards.
     let mut ignored = frame(REMOTE, 1, 66, 1, 1, 0, &[]); // a REPLY from a client
@@ -659,4 +721,214 @@ fn malformed_input_never_hurts_the_server_or_the_guest() {
 
     still_fine("a stalled half frame and a client that never reads");
     drop((stalled, greedy));
+}
+
+/// `virsh vcpupin DOM`'s table: the affinity of each vCPU, in order.
+fn vcpupin_table(out: &str) -> Vec<String> {
+    out.lines()
+        .skip_while(|l| !l.starts_with("---"))
+        .skip(1)
+        .filter_map(|l| {
+            let mut cells = l.split_whitespace();
+            cells.next()?;
+            cells.next().map(str::to_string)
+        })
+        .collect()
+}
+
+/// What /proc says: each vCPU thread's affinity, and the other threads' (all the same).
+fn proc_affinities(vm: &Managed) -> (Vec<String>, Vec<String>) {
+    let pid = vm.child.id();
+    let vcpus = common::vcpu_tasks(pid)
+        .into_iter()
+        .map(|t| t.cpus_allowed)
+        .collect();
+    let mut others: Vec<String> = common::tasks(pid)
+        .into_iter()
+        .filter(|t| !t.name.starts_with("vcpu"))
+        .map(|t| t.cpus_allowed)
+        .collect();
+    others.dedup();
+    (vcpus, others)
+}
+
+#[test]
+fn virsh_pins_vcpus_and_the_emulator() {
+    if !clients_available("virsh_pins_vcpus_and_the_emulator") {
+        return;
+    }
+    let allowed = common::allowed_cpus();
+    if allowed.len() < 2 {
+        skip(
+            "virsh_pins_vcpus_and_the_emulator",
+            "needs two host CPUs to move a vCPU between",
+        );
+        return;
+    }
+    let (a, b) = (
+        allowed[0].to_string(),
+        allowed[allowed.len() - 1].to_string(),
+    );
+    let vm = Managed::spawn("pinning", TICKING, &["--cpus", "2"], &[]);
+    vm.wait_for_console("TICK", 1);
+
+    // The answers are the threads' real affinities.
+    let (vcpus, _) = proc_affinities(&vm);
+    assert_eq!(vcpupin_table(&vm.virsh(&["vcpupin", NAME])), vcpus);
+    if common::kvm_is_pvm() {
+        assert_eq!(
+            vcpus,
+            vec![a.clone(), b.clone()],
+            "one CPU each, round-robin"
+        );
+    }
+    let info = vm.virsh(&["vcpuinfo", NAME, "--pretty"]);
+    assert_eq!(info.matches("VCPU:").count(), 2, "{info}");
+    assert!(info.contains("State:          running"), "{info}");
+    assert!(
+        info.contains(&format!("CPU Affinity:   {} (out of", vcpus[0])),
+        "{info}"
+    );
+
+    // Move vCPU 0: /proc, vcpupin and vcpuinfo agree, and the guest keeps running.
+    vm.virsh(&["vcpupin", NAME, "0", &b]);
+    assert_eq!(proc_affinities(&vm).0[0], b);
+    assert_eq!(
+        vcpupin_table(&vm.virsh(&["vcpupin", NAME, "0"])),
+        vec![b.clone()]
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = vm.virsh(&["vcpuinfo", NAME]);
+        let first = info.split("\n\n").next().unwrap_or("");
+        if first.contains(&format!("CPU:            {b}\n")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vCPU 0 never ran on {b}:\n{info}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    vm.assert_guest_runs();
+
+    // A set: narrowed to one CPU where each vCPU must keep one (kvm_pvm), kept elsewhere.
+    let both = format!("{a},{b}");
+    vm.virsh(&["vcpupin", NAME, "1", &both, "--live"]);
+    let got = common::cpu_list(&proc_affinities(&vm).0[1]);
+    if common::kvm_is_pvm() {
+        assert_eq!(got.len(), 1, "{got:?}");
+    } else {
+        assert_eq!(got, common::cpu_list(&both));
+    }
+
+    vm.virsh(&["emulatorpin", NAME, &a]);
+    assert_eq!(proc_affinities(&vm).1, vec![a.clone()]);
+    assert!(vm
+        .virsh(&["emulatorpin", NAME])
+        .contains(&format!("*: {a}")));
+
+    // The placement holds across pause/resume, reset and destroy/start.
+    let before = proc_affinities(&vm);
+    for op in ["suspend", "resume", "reset", "destroy", "start"] {
+        vm.virsh(&[op, NAME]);
+        assert_eq!(proc_affinities(&vm), before, "after {op}");
+    }
+    vm.assert_guest_runs();
+    // Shut off, the pins are still there to query (vcpuinfo falls back to them).
+    vm.virsh(&["destroy", NAME]);
+    assert_eq!(vcpupin_table(&vm.virsh(&["vcpupin", NAME])), before.0);
+    let info = vm.virsh(&["vcpuinfo", NAME, "--pretty"]);
+    assert!(
+        info.contains(&format!("CPU Affinity:   {b} (out of")),
+        "{info}"
+    );
+    vm.virsh(&["start", NAME]);
+
+    // Refusals, each with libvirt's kind of message; the VM keeps running.
+    let (ok, _, err) = vm.virsh_on(&vm.socket, &["vcpupin", NAME, "2", &a]);
+    assert!(!ok && err.contains("out of range"), "{err}");
+    let (ok, _, err) = vm.virsh_on(&vm.ro_socket, &["vcpupin", NAME, "0", &a]);
+    assert!(!ok && err.contains("read only"), "{err}");
+    let (ok, _, err) = vm.virsh_on(&vm.ro_socket, &["emulatorpin", NAME, &a]);
+    assert!(!ok && err.contains("read only"), "{err}");
+    vm.assert_guest_runs();
+}
+
+/// libvirt-python's view: vcpus(), vcpuPinInfo(), pinVcpu(), emulatorPinInfo(), getCPUMap().
+#[test]
+fn libvirt_python_reads_and_moves_vcpus() {
+    if !python_available("libvirt_python_reads_and_moves_vcpus") {
+        return;
+    }
+    let allowed = common::allowed_cpus();
+    let last = allowed[allowed.len() - 1];
+    let vm = Managed::spawn("python-pin", TICKING, &["--cpus", "2"], &[]);
+    let script = format!(
+        r#"
+import libvirt
+conn = libvirt.open("{uri}")
+ncpus, online_map, online = conn.getCPUMap()
+assert ncpus >= 1 and sum(online_map) == online, (ncpus, online_map, online)
+dom = conn.lookupByName("{name}")
+info, maps = dom.vcpus()
+assert [i[0] for i in info] == [0, 1] and all(i[1] == libvirt.VIR_VCPU_RUNNING for i in info), info
+assert maps == dom.vcpuPinInfo(0), (maps, dom.vcpuPinInfo(0))
+want = tuple(cpu == {last} for cpu in range(ncpus))
+dom.pinVcpu(0, want)
+assert dom.vcpuPinInfo(0)[0] == want, dom.vcpuPinInfo(0)
+assert any(dom.emulatorPinInfo())
+try:
+    dom.pinVcpu(0, tuple(False for _ in range(ncpus))); raise SystemExit("empty pin accepted")
+except libvirt.libvirtError as e:
+    assert "Empty cpu list" in str(e), e
+print("PYTHON-PIN-OK")
+"#,
+        uri = Managed::uri(&vm.socket),
+        name = NAME,
+    );
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("PYTHON-PIN-OK"),
+        "stdout: {text}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(proc_affinities(&vm).0[0], last.to_string());
+    vm.assert_guest_runs();
+}
+
+/// A process confined (here by taskset) cannot be pinned outside its CPUs.
+#[test]
+fn pins_outside_the_process_cpus_are_refused() {
+    if !clients_available("pins_outside_the_process_cpus_are_refused") {
+        return;
+    }
+    let allowed = common::allowed_cpus();
+    if allowed.len() < 2 {
+        skip(
+            "pins_outside_the_process_cpus_are_refused",
+            "needs two host CPUs",
+        );
+        return;
+    }
+    let (a, b) = (allowed[0].to_string(), allowed[1].to_string());
+    let vm = Managed::spawn("confined", TICKING, &[], &["taskset", "-c", &a]);
+    let (ok, _, err) = vm.virsh_on(&vm.socket, &["vcpupin", NAME, "0", &b]);
+    assert!(
+        !ok && err.contains(&format!(
+            "host CPU {b} is not available to this process (it may use {a})"
+        )),
+        "{err}"
+    );
+    let (ok, _, err) = vm.virsh_on(&vm.socket, &["emulatorpin", NAME, &b]);
+    assert!(
+        !ok && err.contains("not available to this process"),
+        "{err}"
+    );
+    assert_eq!(proc_affinities(&vm), (vec![a.clone()], vec![a]));
+    vm.assert_guest_runs();
 }

@@ -64,7 +64,7 @@ fn pause_and_resume_while_the_guest_runs_at_cpl3() {
         let state = requests.wait_for_state(|s| s == RunState::Paused, Duration::from_secs(10));
         assert_eq!(state, Some(RunState::Paused));
         let paused_at = ticks(&console);
-        std::thread::sleep(Duration::from_millis(300)); // ~6 ticks if the guest still ran
+        common::wait_until_vcpus_sleep(std::process::id());
         assert_eq!(
             ticks(&console),
             paused_at,

@@ -910,6 +910,11 @@ fn event_register_any(
         event_id,
         domain_uuid: filter.map(|d| d.uuid),
     });
+    drop(c);
+    log::info!(
+        "management client {}: event callback {id} registered (event {event_id})",
+        call.client.id
+    );
     ret.put_i32(id);
     Ok(())
 }

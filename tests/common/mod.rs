@@ -12,6 +12,19 @@ pub const VMM: &str = env!("CARGO_BIN_EXE_vmm");
 /// Generous: the test guest needs a few ms, but CI machines are shared and slow.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Under CI (`CI=true`) nothing may skip: what a test needs is part of the machine.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Says why `test` cannot run here; returns false so the caller returns. Under CI a missing
+/// prerequisite is a failure, never a silent pass.
+pub fn skip(test: &str, reason: &str) -> bool {
+    assert!(!in_ci(), "{test}: CI=true, but {reason}");
+    eprintln!("{test}: skipped: {reason}");
+    false
+}
+
 /// True if /dev/kvm is usable; prints why a test is skipped otherwise.
 pub fn kvm_available(test: &str) -> bool {
     match std::fs::OpenOptions::new()
@@ -20,10 +33,159 @@ pub fn kvm_available(test: &str) -> bool {
         .open("/dev/kvm")
     {
         Ok(_) => true,
-        Err(e) => {
-            eprintln!("{test}: skipped: /dev/kvm is not usable ({e})");
-            false
+        Err(e) => skip(test, &format!("/dev/kvm is not usable ({e})")),
+    }
+}
+
+/// True where KVM is kvm_pvm, where the VMM pins each vCPU to one host CPU by default.
+pub fn kvm_is_pvm() -> bool {
+    Path::new("/sys/module/kvm_pvm").exists()
+}
+
+/// Threads that keep every host CPU busy while they live (a CPU hog, like
+/// `stress-ng --cpu N`).
+pub struct CpuHog {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuHog {
+    pub fn start() -> CpuHog {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                })
+            })
+            .collect();
+        CpuHog { stop, threads }
+    }
+}
+
+impl Drop for CpuHog {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
+    }
+}
+
+/// Expands a CPU list as /proc and virsh print it (`0-2,5`).
+pub fn cpu_list(text: &str) -> Vec<usize> {
+    text.trim()
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .flat_map(|part| {
+            let (low, high) = part.split_once('-').unwrap_or((part, part));
+            let (low, high): (usize, usize) = (
+                low.trim().parse().expect("CPU number"),
+                high.trim().parse().expect("CPU number"),
+            );
+            low..=high
+        })
+        .collect()
+}
+
+/// The host CPUs this test process may use (what a `vmm` it starts inherits), as /proc
+/// prints them.
+pub fn allowed_cpus_text() -> String {
+    let me = std::process::id();
+    let main = tasks(me)
+        .into_iter()
+        .find(|t| t.tid == me)
+        .expect("own task");
+    main.cpus_allowed
+}
+
+/// The same, expanded.
+pub fn allowed_cpus() -> Vec<usize> {
+    cpu_list(&allowed_cpus_text())
+}
+
+/// One thread of a process, as /proc shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub tid: u32,
+    pub name: String,
+    /// `Cpus_allowed_list` from its status file, e.g. `0-1`.
+    pub cpus_allowed: String,
+}
+
+/// Every thread of process `pid`.
+pub fn tasks(pid: u32) -> Vec<TaskInfo> {
+    let dir = format!("/proc/{pid}/task");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut tasks: Vec<TaskInfo> = entries
+        .filter_map(|e| {
+            let tid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(format!("{dir}/{tid}/status")).ok()?;
+            let field = |key: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .map(|v| v.trim().to_string())
+            };
+            Some(TaskInfo {
+                tid,
+                name: field("Name:")?,
+                cpus_allowed: field("Cpus_allowed_list:")?,
+            })
+        })
+        .collect();
+    tasks.sort_by_key(|t| t.tid);
+    tasks
+}
+
+/// The vCPU threads (`vcpu0`, `vcpu1`, ...) of process `pid`, in vCPU order.
+pub fn vcpu_tasks(pid: u32) -> Vec<TaskInfo> {
+    let mut vcpus: Vec<(usize, TaskInfo)> = tasks(pid)
+        .into_iter()
+        .filter_map(|t| Some((t.name.strip_prefix("vcpu")?.parse().ok()?, t)))
+        .collect();
+    vcpus.sort_by_key(|(index, _)| *index);
+    vcpus.into_iter().map(|(_, t)| t).collect()
+}
+
+/// A thread's scheduler state letter and the nanoseconds it has run (schedstat).
+fn run_state(pid: u32, tid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    let state = stat[stat.rfind(')')? + 1..].trim_start().chars().next()?;
+    let schedstat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
+    Some((state, schedstat.split_whitespace().next()?.parse().ok()?))
+}
+
+/// Waits until every vCPU thread of `pid` is asleep and did not run between two looks: it
+/// is parked, not in the guest (a vCPU running the guest at CPL3 is always runnable).
+pub fn wait_until_vcpus_sleep(pid: u32) {
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    loop {
+        let vcpus = vcpu_tasks(pid);
+        let first: Vec<_> = vcpus.iter().map(|t| run_state(pid, t.tid)).collect();
+        let second: Vec<_> = vcpus.iter().map(|t| run_state(pid, t.tid)).collect();
+        let asleep = !vcpus.is_empty()
+            && first
+                .iter()
+                .zip(&second)
+                .all(|(a, b)| matches!((a, b), (Some(('S', x)), Some(('S', y))) if x == y));
+        if asleep {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vCPU threads still running: {first:?} {second:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -248,7 +410,10 @@ impl NetNs {
                 .unwrap_or(false)
         };
         if !ip(&["netns", "add", &name]) {
-            eprintln!("skipped: cannot create a network namespace (needs root and iproute2)");
+            skip(
+                tag,
+                "cannot create a network namespace (needs root and iproute2)",
+            );
             return None;
         }
         let ns = NetNs { name };
