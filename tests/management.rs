@@ -827,6 +827,13 @@ fn virsh_pins_vcpus_and_the_emulator() {
     assert!(vm
         .virsh(&["emulatorpin", NAME])
         .contains(&format!("*: {a}")));
+    let xml = vm.virsh(&["dumpxml", NAME]);
+    for pin in [
+        format!("<vcpupin vcpu='0' cpuset='{b}'/>"),
+        format!("<emulatorpin cpuset='{a}'/>"),
+    ] {
+        assert!(xml.contains(&pin), "no {pin} in\n{xml}");
+    }
 
     // The placement holds across pause/resume, reset and destroy/start.
     let before = proc_affinities(&vm);

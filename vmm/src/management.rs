@@ -240,8 +240,9 @@ impl ManagedDomain {
             "restart"
         };
         let kib = c.memory / 1024;
+        let cputune = self.cputune_xml();
         format!(
-            "<domain type='kvm'{id_attr}>\n  <name>{name}</name>\n  <uuid>{uuid}</uuid>\n  <memory unit='KiB'>{kib}</memory>\n  <currentMemory unit='KiB'>{kib}</currentMemory>\n  <vcpu placement='static'>{cpus}</vcpu>\n  <os>\n    <type arch='x86_64' machine='vmm'>hvm</type>\n    <kernel>{kernel}</kernel>\n{initrd}    <cmdline>{cmdline}</cmdline>\n  </os>\n  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>{on_reboot}</on_reboot>\n  <on_crash>destroy</on_crash>\n  <devices>\n    <emulator>{emulator}</emulator>\n{serial}  </devices>\n</domain>\n",
+            "<domain type='kvm'{id_attr}>\n  <name>{name}</name>\n  <uuid>{uuid}</uuid>\n  <memory unit='KiB'>{kib}</memory>\n  <currentMemory unit='KiB'>{kib}</currentMemory>\n  <vcpu placement='static'>{cpus}</vcpu>\n{cputune}  <os>\n    <type arch='x86_64' machine='vmm'>hvm</type>\n    <kernel>{kernel}</kernel>\n{initrd}    <cmdline>{cmdline}</cmdline>\n  </os>\n  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>{on_reboot}</on_reboot>\n  <on_crash>destroy</on_crash>\n  <devices>\n    <emulator>{emulator}</emulator>\n{serial}  </devices>\n</domain>\n",
             name = xml_escape(&c.name),
             uuid = format_uuid(&c.uuid),
             cpus = c.cpus,
@@ -249,6 +250,31 @@ impl ManagedDomain {
             cmdline = xml_escape(&c.cmdline),
             emulator = xml_escape(&emulator),
         )
+    }
+
+    /// `<cputune>` with the threads' real placement: a `<vcpupin>` for each vCPU and an
+    /// `<emulatorpin>` unless it may run on every CPU the process may use.
+    fn cputune_xml(&self) -> String {
+        let everywhere = &self.pinning.policy().allowed;
+        let mut pins = String::new();
+        for index in 0..self.pinning.vcpu_count() {
+            match self.pinning.vcpu_affinity(index) {
+                Ok(cpus) if cpus != *everywhere => {
+                    pins += &format!("    <vcpupin vcpu='{index}' cpuset='{cpus}'/>\n");
+                }
+                _ => {}
+            }
+        }
+        match self.pinning.emulator_affinity() {
+            Ok(cpus) if cpus != *everywhere => {
+                pins += &format!("    <emulatorpin cpuset='{cpus}'/>\n");
+            }
+            _ => {}
+        }
+        if pins.is_empty() {
+            return pins;
+        }
+        format!("  <cputune>\n{pins}  </cputune>\n")
     }
 
     /// Turns main-loop events into libvirt lifecycle events. Runs on the main-loop thread.
