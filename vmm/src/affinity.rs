@@ -98,6 +98,22 @@ fn clock_ticks_per_second() -> u64 {
     }
 }
 
+/// Moves every thread of this process but `except` onto `cpus`.
+pub fn set_affinity_except(except: &[Tid], cpus: &CpuSet) -> Result<(), String> {
+    for tid in process_threads() {
+        if except.contains(&tid) {
+            continue;
+        }
+        match set_thread_affinity(tid, cpus) {
+            Ok(()) => {}
+            // A thread that ended since the listing needs no placement.
+            Err(_) if !std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Every thread of this process.
 pub fn process_threads() -> Vec<Tid> {
     let Ok(entries) = std::fs::read_dir("/proc/self/task") else {

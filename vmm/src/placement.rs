@@ -170,7 +170,9 @@ pub struct CpuPinning {
 }
 
 impl CpuPinning {
+    /// The other threads belong on the emulator pin, or else wherever the process may run.
     pub fn new(policy: PlacementPolicy, vcpus: VcpuThreads) -> Arc<CpuPinning> {
+        vcpus.set_emulator_cpus(policy.emulator.as_ref().unwrap_or(&policy.allowed));
         Arc::new(CpuPinning { policy, vcpus })
     }
 
@@ -227,22 +229,12 @@ impl CpuPinning {
     }
 
     /// Moves every thread of the process that is not a vCPU onto `cpus`; threads started
-    /// later inherit it from the thread that starts them.
+    /// later inherit it from the thread that starts them. KVM's own helper thread, which
+    /// the first KVM_RUN starts from a vCPU thread, is moved when the vCPUs first exit.
     pub fn pin_emulator(&self, cpus: &CpuSet) -> Result<(), String> {
         self.policy.check(cpus)?;
-        let vcpus = self.vcpus.tids();
-        for tid in affinity::process_threads() {
-            if vcpus.contains(&tid) {
-                continue;
-            }
-            match affinity::set_thread_affinity(tid, cpus) {
-                Ok(()) => {}
-                // A thread that ended since the listing needs no placement.
-                Err(_) if !std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        self.vcpus.set_emulator_cpus(cpus);
+        affinity::set_affinity_except(&self.vcpus.tids(), cpus)
     }
 }
 

@@ -54,6 +54,8 @@ struct Control {
     boot_entry: BootEntry,
     /// One per vCPU.
     threads: Vec<ThreadSlot>,
+    /// Where the VMM's other threads belong (`--emulator-pin`, `virsh emulatorpin`).
+    emulator_cpus: Option<CpuSet>,
 }
 
 /// A vCPU thread's id and the placement request in flight for it.
@@ -96,6 +98,20 @@ impl Shared {
         }
         guard.parked -= 1;
         guard
+    }
+
+    /// The first KVM_RUN starts KVM's helper thread (kvm-nx-lpage-recovery) from the vCPU
+    /// thread, so it inherits that vCPU's placement: put it with the other threads.
+    fn place_kvm_helpers(&self) {
+        let guard = self.lock();
+        let Some(cpus) = guard.emulator_cpus.clone() else {
+            return;
+        };
+        let vcpus: Vec<Tid> = guard.threads.iter().filter_map(|slot| slot.tid).collect();
+        drop(guard);
+        if let Err(e) = affinity::set_affinity_except(&vcpus, &cpus) {
+            log::warn!("cannot place KVM's helper threads on host CPUs {cpus}: {e}");
+        }
     }
 
     /// Called on vCPU `index`'s own thread, outside KVM_RUN: carries out a pending move.
@@ -146,6 +162,11 @@ impl VcpuThreads {
             .iter()
             .filter_map(|slot| slot.tid)
             .collect()
+    }
+
+    /// Records where the other threads belong, for the helper thread KVM starts later.
+    pub fn set_emulator_cpus(&self, cpus: &CpuSet) {
+        self.shared.lock().emulator_cpus = Some(cpus.clone());
     }
 
     /// Has vCPU `index` move itself onto `cpus`, between two KVM_RUNs; waits until it has.
@@ -262,6 +283,7 @@ impl VcpuGroup {
                 boot_generation: 1,
                 boot_entry,
                 threads: (0..vcpus.len()).map(|_| ThreadSlot::default()).collect(),
+                emulator_cpus: None,
             }),
             changed: Condvar::new(),
         });
@@ -277,6 +299,7 @@ impl VcpuGroup {
                 ctx: ctx.clone(),
                 boot_generation: 0,
                 affinity: cpus.clone(),
+                ran: false,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
@@ -406,6 +429,8 @@ struct VcpuThread {
     boot_generation: u64,
     /// Where this thread places itself before its first KVM_RUN.
     affinity: CpuSet,
+    /// It has been through KVM_RUN once.
+    ran: bool,
 }
 
 impl VcpuThread {
@@ -442,7 +467,12 @@ impl VcpuThread {
                 continue;
             }
             drop(guard);
-            if self.run_once() == Next::Park {
+            let next = self.run_once();
+            if !self.ran {
+                self.ran = true;
+                self.shared.place_kvm_helpers();
+            }
+            if next == Next::Park {
                 self.park_until_stopped();
             }
         }
