@@ -26,7 +26,7 @@ fn guests_boot_while_a_hog_keeps_every_cpu_busy() {
                     "--memory",
                     "64M",
                     "--cmdline",
-                    &format!("end=exit test=serial,cpus cpus={cpus}"),
+                    &format!("end=exit test=serial,cpus,cpuid-cpl3 cpus={cpus} cpuid.count=10"),
                 ],
             );
             assert!(

@@ -41,6 +41,7 @@ pub fn run(boot: &BootInfo, name: &str, t: &mut Tally) {
         "cpus" => cpus(boot, t),
         "acpi" => acpi(boot, t),
         "cpuid" => cpuid(t),
+        "cpuid-cpl3" => cpuid_cpl3(boot, t),
         "reset" => reset(t),
         "pio-bench" => pio_bench(boot, t),
         "ticker" => ticker(boot, t),
@@ -191,6 +192,32 @@ fn cpuid(t: &mut Tally) {
             hv.unwrap_or("none"),
             cpu::apic_id()
         ),
+    );
+}
+
+/// `cpuid.count` CPUIDs at CPL3 (default 100), 5 ms apart: where they reach the VMM (VMX,
+/// SVM, PVM with CPUID faulting) and where the host runs them natively (PVM on AMD). Either
+/// passes; the check is that the vCPU survives them while the host scheduler moves threads
+/// about (on this machine kind, an unpinned vCPU thread lost its state here).
+fn cpuid_cpl3(boot: &BootInfo, t: &mut Tally) {
+    let n = boot.number("cpuid.count").unwrap_or(100);
+    let mut reached_vmm = 0;
+    for _ in 0..n {
+        io::wait_ms(5);
+        if cpu::cpl3_cpuid_reaches_vmm() {
+            reached_vmm += 1;
+        }
+    }
+    let answered_by = match reached_vmm {
+        0 => "host",
+        r if r == n => "vmm",
+        _ => "both",
+    };
+    report(
+        t,
+        "cpuid-cpl3",
+        true,
+        format_args!("n={n} answered_by={answered_by}"),
     );
 }
 

@@ -25,6 +25,16 @@ fn cpuid(leaf: u32) -> CpuidResult {
     unsafe { __cpuid(leaf) }
 }
 
+/// Whether a CPUID executed here, at CPL3, gets the VMM's answer: the hypervisor leaf
+/// (subleaf 0) as the boot CPU read it at CPL0.
+pub fn cpl3_cpuid_reaches_vmm() -> bool {
+    // SAFETY: CPUID is always available on x86_64.
+    let native = unsafe { __cpuid(HYPERVISOR_LEAF) };
+    crate::entry::cpl0_cpuid(HYPERVISOR_LEAF).is_some_and(|[eax, ebx, ecx, edx]| {
+        [native.eax, native.ebx, native.ecx, native.edx] == [eax, ebx, ecx, edx]
+    })
+}
+
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC is allowed at CPL3 (CR4.TSD clear).
     unsafe { _rdtsc() }
