@@ -21,6 +21,10 @@ pub struct AmlDevice {
     pub uid: Option<u64>,
     /// From `_CRS`: the first of each resource kind.
     pub memory: Option<(u32, u32)>,
+    /// The first SystemMemory OperationRegion declared in the device: (offset, length). A
+    /// GED's event register is described this way, not in its `_CRS` (Linux's acpi-ged
+    /// accepts only interrupts there).
+    pub region: Option<(u64, u64)>,
     pub io: Option<(u16, u16)>,
     pub irq: Option<u32>,
     /// `_CCA` is present and says cache-coherent.
@@ -87,6 +91,8 @@ const EXT_OP_PREFIX: u8 = 0x5b;
 const ONES_OP: u8 = 0xff;
 const EXT_MUTEX_OP: u8 = 0x01;
 const EXT_OP_REGION_OP: u8 = 0x80;
+/// OperationRegion space 0.
+const SYSTEM_MEMORY_SPACE: u8 = 0;
 const EXT_FIELD_OP: u8 = 0x81;
 const EXT_DEVICE_OP: u8 = 0x82;
 
@@ -339,9 +345,14 @@ fn term_list(
                 }
                 EXT_OP_REGION_OP => {
                     r.name_string()?;
-                    r.byte()?; // region space
-                    r.integer()?;
-                    r.integer()?;
+                    let space = r.byte()?;
+                    let offset = r.integer()?;
+                    let length = r.integer()?;
+                    if let Some(dev) = device.as_deref_mut() {
+                        if space == SYSTEM_MEMORY_SPACE && dev.region.is_none() {
+                            dev.region = Some((offset, length));
+                        }
+                    }
                 }
                 EXT_FIELD_OP => {
                     r.pos = r.pkg_end()?;

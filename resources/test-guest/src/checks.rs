@@ -151,7 +151,7 @@ fn acpi(boot: &BootInfo, t: &mut Tally) {
     let button = dsdt.find("PNP0C0C").count() == 1;
     let ged = dsdt
         .find("ACPI0013")
-        .any(|d| d.memory.is_some() && d.irq.is_some() && d.has_evt);
+        .any(|d| (d.region.is_some() || d.memory.is_some()) && d.irq.is_some() && d.has_evt);
     let listed = dsdt.find(virtio::ACPI_HID).count();
     let answering = virtio::devices(boot).count();
     let ok = fadt_ok

@@ -27,6 +27,7 @@ fn cpuid(leaf: u32) -> CpuidResult {
 
 /// Whether a CPUID executed here, at CPL3, gets the VMM's answer: the hypervisor leaf
 /// (subleaf 0) as the boot CPU read it at CPL0.
+#[allow(unused_unsafe)]
 pub fn cpl3_cpuid_reaches_vmm() -> bool {
     // SAFETY: CPUID is always available on x86_64.
     let native = unsafe { __cpuid(HYPERVISOR_LEAF) };

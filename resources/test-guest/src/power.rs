@@ -27,11 +27,16 @@ pub fn poweroff(boot: &BootInfo) -> ! {
     io::exit(0)
 }
 
-/// The GED's event register and interrupt, if the DSDT has a GED with a memory window.
+/// The GED's event register and interrupt, if the DSDT has a GED: the register is its
+/// OperationRegion (as in QEMU's microvm), or else the memory window of its `_CRS`.
 fn ged(boot: &BootInfo) -> Option<(usize, Option<u32>)> {
     let t = boot.tables()?;
     let ged = t.dsdt.find(GED_HID).next()?;
-    ged.memory.map(|(base, _)| (base as usize, ged.irq))
+    let base = ged
+        .region
+        .map(|(offset, _)| offset as usize)
+        .or(ged.memory.map(|(base, _)| base as usize))?;
+    Some((base, ged.irq))
 }
 
 /// Routes the GED's interrupt to this CPU (see `interrupt_pending`).

@@ -23,7 +23,7 @@ use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::{Aml, AmlSink};
 use devices::acpi::{
-    GED_BASE, GED_EVENT_POWER_BUTTON, GED_GSI, GED_SIZE, PM_BASE, PM_RESET_OFFSET, PM_RESET_VALUE,
+    GED_BASE, GED_EVENT_POWER_BUTTON, GED_GSI, PM_BASE, PM_RESET_OFFSET, PM_RESET_VALUE,
     PM_SLEEP_CONTROL_OFFSET, PM_SLEEP_STATUS_OFFSET, SLEEP_TYPE_S5,
 };
 use devices::legacy::{COM1_BASE, COM1_IRQ};
@@ -255,9 +255,10 @@ fn power_button_aml(sink: &mut Vec<u8>) -> Result<()> {
     )
     .to_aml_bytes(sink);
 
-    let mem = window(GED_BASE, GED_SIZE)?;
+    // Only the interrupt: Linux's acpi-ged refuses a _CRS with anything else ("unable to
+    // parse IRQ resource"). The event register is the OperationRegion below, as in QEMU.
     let irq = edge_interrupt(GED_GSI);
-    let crs = ResourceTemplate::new(vec![&mem, &irq]);
+    let crs = ResourceTemplate::new(vec![&irq]);
     let base = GED_BASE as u32;
     let region = OpRegion::new("GDST".into(), OpRegionSpace::SystemMemory, &base, &4u32);
     let field = Field::new(
@@ -475,7 +476,11 @@ mod tests {
 
             let ged: Vec<_> = decoded.find("ACPI0013").collect();
             assert_eq!(ged.len(), 1);
-            assert_eq!(ged[0].memory, Some((GED_BASE as u32, GED_SIZE as u32)));
+            assert_eq!(
+                ged[0].memory, None,
+                "Linux's acpi-ged takes only an interrupt"
+            );
+            assert_eq!(ged[0].region, Some((GED_BASE, 4)));
             assert_eq!(ged[0].irq, Some(GED_GSI));
             assert!(ged[0].has_evt, "the GED needs _EVT to notify the button");
 
