@@ -47,6 +47,9 @@ enum Request {
 /// What every vCPU thread reads and the controller writes.
 struct Control {
     request: Request,
+    /// Bumped with every new request, so a parked thread sees a Pause that was followed by a
+    /// Run before it woke (a quick pause, reset, resume).
+    request_epoch: u64,
     /// Threads currently waiting on the condition variable (stopped).
     parked: usize,
     /// Bumped by a machine reset: each vCPU reloads its boot state when it sees a new value.
@@ -56,6 +59,13 @@ struct Control {
     threads: Vec<ThreadSlot>,
     /// Where the VMM's other threads belong (`--emulator-pin`, `virsh emulatorpin`).
     emulator_cpus: Option<CpuSet>,
+}
+
+impl Control {
+    fn set_request(&mut self, request: Request) {
+        self.request = request;
+        self.request_epoch += 1;
+    }
 }
 
 /// A vCPU thread's id and the placement request in flight for it.
@@ -279,6 +289,7 @@ impl VcpuGroup {
         let shared = Arc::new(Shared {
             control: Mutex::new(Control {
                 request: Request::Pause,
+                request_epoch: 0,
                 parked: 0,
                 boot_generation: 1,
                 boot_entry,
@@ -351,7 +362,7 @@ impl VcpuGroup {
         if guard.request == Request::Exit {
             return;
         }
-        guard.request = Request::Pause;
+        guard.set_request(Request::Pause);
         self.shared.changed.notify_all();
         drop(guard);
         self.kick_all();
@@ -371,7 +382,7 @@ impl VcpuGroup {
         if guard.request == Request::Exit {
             return;
         }
-        guard.request = Request::Run;
+        guard.set_request(Request::Run);
         self.shared.changed.notify_all();
     }
 
@@ -394,7 +405,7 @@ impl VcpuGroup {
 
     /// Stops and joins every vCPU thread.
     pub fn stop(&mut self) {
-        self.shared.lock().request = Request::Exit;
+        self.shared.lock().set_request(Request::Exit);
         self.shared.changed.notify_all();
         self.kick_all();
         for thread in self.threads.drain(..) {
@@ -479,12 +490,14 @@ impl VcpuThread {
         KVM_RUN.with(|cell| cell.set(std::ptr::null_mut()));
     }
 
+    /// Parks after filing a request, until the loop acts: it pauses or stops the vCPUs, or
+    /// has already paused, reset and resumed them (a new epoch) by the time this thread looks.
     fn park_until_stopped(&self) {
         let guard = self.shared.lock();
-        drop(
-            self.shared
-                .park_while(self.index, guard, |c| c.request == Request::Run),
-        );
+        let epoch = guard.request_epoch;
+        drop(self.shared.park_while(self.index, guard, |c| {
+            c.request == Request::Run && c.request_epoch == epoch
+        }));
     }
 
     /// The boot CPU starts at the kernel entry; the others wait for INIT/SIPI in the LAPIC.
