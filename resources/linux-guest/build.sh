@@ -20,9 +20,10 @@ out=$(cd "${1:-$here/out}" && pwd)
 debs=$out/debs
 scratch=$out/work
 
-# The modules the guest needs (ext4 mounts the test disk); their dependencies are read from
-# the modules themselves.
-wanted_modules=(virtio_mmio virtio_blk virtio_net virtio_rng ext4)
+# The modules the guest needs: virtio; ext4 and the crc32c it checksums with (not a declared
+# dependency: ext4 asks the crypto API for it at mount time); button and evdev so the ACPI
+# power button reaches acpid. Their dependencies are read from the modules themselves.
+wanted_modules=(virtio_mmio virtio_blk virtio_net virtio_rng crc32c_generic ext4 button evdev)
 # What those depend on in 6.1, unpacked in the first pass so one pass usually suffices.
 expected_dependencies=(virtio virtio_ring net_failover failover jbd2 mbcache crc16)
 

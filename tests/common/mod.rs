@@ -337,8 +337,13 @@ impl VmmRun {
     }
 
     /// Waits for the process to end (panics on timeout after killing it).
-    pub fn finish(mut self) -> Finished {
-        let status = wait_timeout(&mut self.child, BOOT_TIMEOUT).unwrap_or_else(|| {
+    pub fn finish(self) -> Finished {
+        self.finish_within(BOOT_TIMEOUT)
+    }
+
+    /// `finish` with a timeout of the caller's (a Linux boot under nested KVM takes minutes).
+    pub fn finish_within(mut self, timeout: Duration) -> Finished {
+        let status = wait_timeout(&mut self.child, timeout).unwrap_or_else(|| {
             let _ = self.child.kill();
             let _ = self.child.wait();
             panic!(
