@@ -22,7 +22,7 @@ set -euo pipefail
 VNG_VERSION=1.42
 venv=${VMM_LANE_VENV:-/opt/vmm-lane}
 cpus=2
-memory=3G
+memory=8G
 rwdirs=()
 while (($#)); do
     case $1 in

@@ -192,8 +192,13 @@ fn a_vcpu_that_cannot_continue_is_reported() {
         r.status,
         r.stderr
     );
+    // The registers are reported either way. After a shutdown exit KVM on AMD (SVM) has
+    // already reinitialised the vCPU (the VMCB is undefined after SHUTDOWN), so they show the
+    // reset vector there; an internal error leaves them where the guest stopped.
+    let at_the_int3 = r.stderr.contains("rip=0x100000");
+    let reset_by_kvm = triple && r.stderr.contains("rip=0xfff0");
     assert!(
-        r.stderr.contains("rip=0x100000"),
+        at_the_int3 || reset_by_kvm,
         "registers reported: {}",
         r.stderr
     );
