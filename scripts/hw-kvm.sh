@@ -8,11 +8,12 @@
 #     shares this machine's root filesystem (read-only) so the checkout, the built binaries,
 #     virsh and python3-libvirt are all there at the same paths. kvm_amd gives L1 a /dev/kvm.
 #
-# Usage: scripts/hw-kvm.sh [--cpus N] [--memory SIZE] [--rwdir DIR]... -- CMD [ARG...]
+# Usage: scripts/hw-kvm.sh [--cpus N] [--memory SIZE] [--timeout SECONDS] [--rwdir DIR]...
+#                         -- CMD [ARG...]
 #   CMD runs as root in the current directory, with the caller's CI and RUST_BACKTRACE.
 #   /tmp inside L1 is its own RAM; --rwdir DIR (repeatable) shares DIR read-write, e.g. to
 #   carry results back. One L1 boot (~50 s here) serves the whole CMD: give it a script that
-#   runs many tests.
+#   runs many tests. After --timeout (default 1800 s) L1 is stopped and the status is 124.
 #
 # Installs what it needs on first use: qemu-system-x86 and linux-image-amd64 (apt), virtme-ng
 # (pip, in a venv at $VMM_LANE_VENV, default /opt/vmm-lane). Pinned for repeatable runs: the
@@ -23,12 +24,14 @@ VNG_VERSION=1.42
 venv=${VMM_LANE_VENV:-/opt/vmm-lane}
 cpus=2
 memory=8G
+limit=1800
 rwdirs=()
 while (($#)); do
     case $1 in
     --cpus) cpus=$2; shift 2 ;;
     --memory) memory=$2; shift 2 ;;
     --rwdir) rwdirs+=("$2"); shift 2 ;;
+    --timeout) limit=$2; shift 2 ;;
     --) shift; break ;;
     *) echo "hw-kvm: unknown option $1 (usage: hw-kvm.sh [--cpus N] [--memory SIZE] [--rwdir DIR] -- CMD...)" >&2; exit 2 ;;
     esac
@@ -80,10 +83,15 @@ rw=(--rwdir "$share")
 for dir in "${rwdirs[@]}"; do rw+=(--rwdir "$dir"); done
 log "booting L1 ($(basename "$kernel"), QEMU TCG -cpu max, $cpus CPUs, $memory) to run: $*"
 started=$SECONDS
-PATH=$venv/bin:$PATH vng --run "$kernel" --disable-kvm --disable-microvm \
+lane_status=0
+PATH=$venv/bin:$PATH timeout -k 30 "$limit" vng --run "$kernel" --disable-kvm --disable-microvm \
     --cpus "$cpus" --memory "$memory" --qemu-opts="-cpu max" "${rw[@]}" \
-    --exec "bash $share/run.sh" </dev/null || true
+    --exec "bash $share/run.sh" </dev/null || lane_status=$?
 log "L1 finished in $((SECONDS - started)) s"
+if ((lane_status == 124 || lane_status == 137)); then
+    log "stopped after $limit s"
+    exit 124
+fi
 if [[ ! -s $share/status ]]; then
     log "the command left no exit status (L1 did not boot or crashed)"
     exit 125

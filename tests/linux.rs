@@ -41,6 +41,15 @@ fn skip_reason() -> Option<String> {
     })
 }
 
+/// The guest's kernel and initramfs, if `test` can run here (it says why not otherwise).
+fn linux_guest_for(test: &str) -> Option<(PathBuf, PathBuf)> {
+    if let Some(reason) = skip_reason() {
+        eprintln!("{test}: skipped: {reason}");
+        return None;
+    }
+    kvm_available(test).then(linux_guest)
+}
+
 /// Builds the guest with the recipe if it is not there yet.
 fn linux_guest() -> (PathBuf, PathBuf) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../resources/linux-guest");
@@ -83,14 +92,10 @@ fn ext4_disk(dir: &TempDir, text: &str) -> PathBuf {
 /// the host through the tap, and its `poweroff` (ACPI S5) ends the VMM.
 #[test]
 fn debian_kernel_uses_acpi_devices_and_powers_off() {
-    if let Some(reason) = skip_reason() {
-        eprintln!("debian_kernel_uses_acpi_devices_and_powers_off: skipped: {reason}");
+    let Some((kernel, initrd)) = linux_guest_for("debian_kernel_uses_acpi_devices_and_powers_off")
+    else {
         return;
-    }
-    if !kvm_available("debian_kernel_uses_acpi_devices_and_powers_off") {
-        return;
-    }
-    let (kernel, initrd) = linux_guest();
+    };
     let dir = TempDir::new("linux-disk");
     let disk = ext4_disk(&dir, "VMM-LINUX-DISK");
     let disk_arg = format!("path={},readonly=on", disk.display());
@@ -146,14 +151,10 @@ fn debian_kernel_uses_acpi_devices_and_powers_off() {
 /// `reboot` through the FADT's reset register, turned into an exit by --no-reboot.
 #[test]
 fn debian_kernel_boots_to_init_and_reboots_out() {
-    if let Some(reason) = skip_reason() {
-        eprintln!("debian_kernel_boots_to_init_and_reboots_out: skipped: {reason}");
+    let Some((kernel, initrd)) = linux_guest_for("debian_kernel_boots_to_init_and_reboots_out")
+    else {
         return;
-    }
-    if !kvm_available("debian_kernel_boots_to_init_and_reboots_out") {
-        return;
-    }
-    let (kernel, initrd) = linux_guest();
+    };
     let r = VmmRun::start(
         "linux",
         &[
@@ -171,4 +172,42 @@ fn debian_kernel_boots_to_init_and_reboots_out() {
     .finish_within(LINUX_TIMEOUT);
     r.assert_success();
     r.assert_console_has(&["LINUX-GUEST-OK", "LINUX-GUEST-DONE", "memory: "]);
+}
+
+/// A guest that stays up (`linux.end=wait`) powers off through S5 when the ACPI power button
+/// is pressed (`--on-sigterm powerdown`): the GED's interrupt reaches Linux's acpi-ged, the
+/// button driver reports KEY_POWER, and acpid runs poweroff.
+#[test]
+fn debian_kernel_powers_off_on_the_power_button() {
+    let Some((kernel, initrd)) = linux_guest_for("debian_kernel_powers_off_on_the_power_button")
+    else {
+        return;
+    };
+    let mut run = VmmRun::start(
+        "linux-button",
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--memory",
+            "512M",
+            "--on-sigterm",
+            "powerdown",
+            "--log-level",
+            "info",
+            "--cmdline",
+            "console=ttyS0 panic=-1 linux.end=wait",
+        ],
+    );
+    run.wait_for_serial_within("LINUX-GUEST-WAITING", LINUX_TIMEOUT);
+    run.signal(libc::SIGTERM);
+    let r = run.finish_within(LINUX_TIMEOUT);
+    r.assert_success();
+    r.assert_console_has(&["power button: powering off"]);
+    assert!(
+        r.stderr.contains("guest powered off through ACPI S5"),
+        "stderr:\n{}",
+        r.stderr
+    );
 }

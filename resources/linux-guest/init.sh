@@ -1,7 +1,8 @@
 #!/bin/sh
 # /init of the Linux guest (busybox): report what the guest sees, one fact a line between
 # LINUX-GUEST-OK and LINUX-GUEST-DONE, then leave as the kernel command line asks:
-# linux.end=poweroff (default), linux.end=reboot, or linux.end=shell (a shell on the console).
+# linux.end=poweroff (default), linux.end=reboot, linux.end=shell (a shell on the console), or
+# linux.end=wait (stay up until the ACPI power button is pressed, then power off).
 # Optional checks: linux.mount=DEV (mount DEV read-only, print /hello.txt on it) and
 # linux.ip=ADDR/PREFIX linux.peer=ADDR (configure eth0, ping the peer).
 mount -t proc proc /proc
@@ -81,6 +82,19 @@ case " $cmdline " in
     poweroff -f
     ;;
 *" linux.end=reboot "*) reboot -f ;;
+*" linux.end=wait "*)
+    # busybox acpid maps the button's KEY_POWER (evdev) to event PWRF and runs
+    # /etc/acpi/PWRF/00000080 for it.
+    mkdir -p /etc/acpi/PWRF
+    printf '#!/bin/sh\necho "power button: powering off"\npoweroff -f\n' >/etc/acpi/PWRF/00000080
+    chmod 755 /etc/acpi/PWRF/00000080
+    if acpid -c /etc/acpi -l /dev/console; then
+        echo "LINUX-GUEST-WAITING"
+    else
+        echo "acpid: not started"
+    fi
+    while :; do sleep 3600; done
+    ;;
 *) poweroff -f ;;
 esac
 # poweroff/reboot -f do not return; if they fail, stay rather than panic on init's exit.

@@ -313,7 +313,16 @@ impl VmmRun {
 
     /// Waits until the console shows `needle` `count` times; panics with the console on timeout.
     pub fn wait_for_serial(&mut self, needle: &str, count: usize) {
-        let deadline = Instant::now() + BOOT_TIMEOUT;
+        self.wait_for_serial_n(needle, count, BOOT_TIMEOUT);
+    }
+
+    /// `wait_for_serial` once, with a timeout of the caller's.
+    pub fn wait_for_serial_within(&mut self, needle: &str, timeout: Duration) {
+        self.wait_for_serial_n(needle, 1, timeout);
+    }
+
+    fn wait_for_serial_n(&mut self, needle: &str, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
         loop {
             let text = self.serial_text();
             if text.matches(needle).count() >= count {
