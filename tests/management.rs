@@ -752,23 +752,25 @@ fn proc_affinities(vm: &Managed) -> (Vec<String>, Vec<String>) {
     (vcpus, others)
 }
 
+/// The clients, and the first and last of two or more host CPUs to move threads between.
+fn two_host_cpus(test: &str) -> Option<(String, String)> {
+    if !clients_available(test) {
+        return None;
+    }
+    match common::allowed_cpus()[..] {
+        [first, .., last] => Some((first.to_string(), last.to_string())),
+        _ => {
+            skip(test, "needs two host CPUs to move a vCPU between");
+            None
+        }
+    }
+}
+
 #[test]
 fn virsh_pins_vcpus_and_the_emulator() {
-    if !clients_available("virsh_pins_vcpus_and_the_emulator") {
+    let Some((a, b)) = two_host_cpus("virsh_pins_vcpus_and_the_emulator") else {
         return;
-    }
-    let allowed = common::allowed_cpus();
-    if allowed.len() < 2 {
-        skip(
-            "virsh_pins_vcpus_and_the_emulator",
-            "needs two host CPUs to move a vCPU between",
-        );
-        return;
-    }
-    let (a, b) = (
-        allowed[0].to_string(),
-        allowed[allowed.len() - 1].to_string(),
-    );
+    };
     let vm = Managed::spawn("pinning", TICKING, &["--cpus", "2"], &[]);
     vm.wait_for_console("TICK", 1);
 
@@ -911,18 +913,9 @@ print("PYTHON-PIN-OK")
 /// A process confined (here by taskset) cannot be pinned outside its CPUs.
 #[test]
 fn pins_outside_the_process_cpus_are_refused() {
-    if !clients_available("pins_outside_the_process_cpus_are_refused") {
+    let Some((a, b)) = two_host_cpus("pins_outside_the_process_cpus_are_refused") else {
         return;
-    }
-    let allowed = common::allowed_cpus();
-    if allowed.len() < 2 {
-        skip(
-            "pins_outside_the_process_cpus_are_refused",
-            "needs two host CPUs",
-        );
-        return;
-    }
-    let (a, b) = (allowed[0].to_string(), allowed[1].to_string());
+    };
     let vm = Managed::spawn("confined", TICKING, &[], &["taskset", "-c", &a]);
     let (ok, _, err) = vm.virsh_on(&vm.socket, &["vcpupin", NAME, "0", &b]);
     assert!(
