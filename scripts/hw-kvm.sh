@@ -84,9 +84,11 @@ for dir in "${rwdirs[@]}"; do rw+=(--rwdir "$dir"); done
 log "booting L1 ($(basename "$kernel"), QEMU TCG -cpu max, $cpus CPUs, $memory) to run: $*"
 started=$SECONDS
 lane_status=0
+# Through pipes: QEMU reopens /proc/self/fd/1 and 2 for L1's output, which truncates them when
+# they are files (a CI log redirected to a file would lose everything before the lane).
 PATH=$venv/bin:$PATH timeout -k 30 "$limit" vng --run "$kernel" --disable-kvm --disable-microvm \
     --cpus "$cpus" --memory "$memory" --qemu-opts="-cpu max" "${rw[@]}" \
-    --exec "bash $share/run.sh" </dev/null || lane_status=$?
+    --exec "bash $share/run.sh" </dev/null 2> >(cat >&2) | cat || lane_status=$?
 log "L1 finished in $((SECONDS - started)) s"
 if ((lane_status == 124 || lane_status == 137)); then
     log "stopped after $limit s"
