@@ -201,6 +201,11 @@ fn debian_kernel_powers_off_on_the_power_button() {
         ],
     );
     run.wait_for_serial_within("LINUX-GUEST-WAITING", LINUX_TIMEOUT);
+    let console = run.serial_text();
+    assert!(
+        !console.contains("acpid: no input device open"),
+        "nothing would hear the button:\n{console}"
+    );
     run.signal(libc::SIGTERM);
     let r = run.finish_within(LINUX_TIMEOUT);
     r.assert_success();

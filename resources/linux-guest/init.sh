@@ -88,11 +88,22 @@ case " $cmdline " in
     mkdir -p /etc/acpi/PWRF
     printf '#!/bin/sh\necho "power button: powering off"\npoweroff -f\n' >/etc/acpi/PWRF/00000080
     chmod 755 /etc/acpi/PWRF/00000080
-    if acpid -c /etc/acpi -l /dev/console; then
-        echo "LINUX-GUEST-WAITING"
-    else
-        echo "acpid: not started"
-    fi
+    # acpid opens the event devices there are when it starts: wait for the button's.
+    tries=100
+    until ls /dev/input/event* >/dev/null 2>&1 || [ $tries -eq 0 ]; do
+        tries=$((tries - 1))
+        sleep 0.1
+    done
+    acpid -f -c /etc/acpi -l /dev/console &
+    acpid_pid=$!
+    # Ready only once acpid holds the button's event device: a press before that is lost.
+    tries=100
+    until ls -l "/proc/$acpid_pid/fd" 2>/dev/null | grep -q /dev/input/event; do
+        tries=$((tries - 1))
+        [ $tries -gt 0 ] || { echo "acpid: no input device open"; break; }
+        sleep 0.1
+    done
+    echo "LINUX-GUEST-WAITING"
     while :; do sleep 3600; done
     ;;
 *) poweroff -f ;;
