@@ -41,13 +41,31 @@ fn skip_reason() -> Option<String> {
     })
 }
 
-/// The guest's kernel and initramfs, if `test` can run here (it says why not otherwise).
-fn linux_guest_for(test: &str) -> Option<(PathBuf, PathBuf)> {
+/// `--kernel K --initrd I` for the guest, if `test` can run here (it says why not otherwise).
+fn linux_guest_for(test: &str) -> Option<Vec<String>> {
     if let Some(reason) = skip_reason() {
         eprintln!("{test}: skipped: {reason}");
         return None;
     }
-    kvm_available(test).then(linux_guest)
+    if !kvm_available(test) {
+        return None;
+    }
+    let (kernel, initrd) = linux_guest();
+    Some(vec![
+        "--kernel".into(),
+        kernel.display().to_string(),
+        "--initrd".into(),
+        initrd.display().to_string(),
+    ])
+}
+
+/// The guest's flags followed by `more`, as `VmmRun` takes them.
+fn with_guest<'a>(guest: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
+    guest
+        .iter()
+        .map(String::as_str)
+        .chain(more.iter().copied())
+        .collect()
 }
 
 /// Builds the guest with the recipe if it is not there yet.
@@ -92,8 +110,7 @@ fn ext4_disk(dir: &TempDir, text: &str) -> PathBuf {
 /// the host through the tap, and its `poweroff` (ACPI S5) ends the VMM.
 #[test]
 fn debian_kernel_uses_acpi_devices_and_powers_off() {
-    let Some((kernel, initrd)) = linux_guest_for("debian_kernel_uses_acpi_devices_and_powers_off")
-    else {
+    let Some(guest) = linux_guest_for("debian_kernel_uses_acpi_devices_and_powers_off") else {
         return;
     };
     let dir = TempDir::new("linux-disk");
@@ -105,24 +122,23 @@ fn debian_kernel_uses_acpi_devices_and_powers_off() {
     let run = VmmRun::start_in(
         &ns,
         "linux",
-        &[
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--initrd",
-            initrd.to_str().unwrap(),
-            "--cpus",
-            "2",
-            "--memory",
-            "512M",
-            "--disk",
-            &disk_arg,
-            "--net",
-            "tap=tap0",
-            "--log-level",
-            "info",
-            "--cmdline",
-            "console=ttyS0 panic=-1 linux.mount=vda linux.ip=10.0.2.15/24 linux.peer=10.0.2.1",
-        ],
+        &with_guest(
+            &guest,
+            &[
+                "--cpus",
+                "2",
+                "--memory",
+                "512M",
+                "--disk",
+                &disk_arg,
+                "--net",
+                "tap=tap0",
+                "--log-level",
+                "info",
+                "--cmdline",
+                "console=ttyS0 panic=-1 linux.mount=vda linux.ip=10.0.2.15/24 linux.peer=10.0.2.1",
+            ],
+        ),
     );
     let r = run.finish_within(LINUX_TIMEOUT);
     r.assert_success();
@@ -151,23 +167,21 @@ fn debian_kernel_uses_acpi_devices_and_powers_off() {
 /// `reboot` through the FADT's reset register, turned into an exit by --no-reboot.
 #[test]
 fn debian_kernel_boots_to_init_and_reboots_out() {
-    let Some((kernel, initrd)) = linux_guest_for("debian_kernel_boots_to_init_and_reboots_out")
-    else {
+    let Some(guest) = linux_guest_for("debian_kernel_boots_to_init_and_reboots_out") else {
         return;
     };
     let r = VmmRun::start(
         "linux",
-        &[
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--initrd",
-            initrd.to_str().unwrap(),
-            "--memory",
-            "512M",
-            "--no-reboot",
-            "--cmdline",
-            "console=ttyS0 reboot=acpi panic=-1 linux.end=reboot",
-        ],
+        &with_guest(
+            &guest,
+            &[
+                "--memory",
+                "512M",
+                "--no-reboot",
+                "--cmdline",
+                "console=ttyS0 reboot=acpi panic=-1 linux.end=reboot",
+            ],
+        ),
     )
     .finish_within(LINUX_TIMEOUT);
     r.assert_success();
@@ -179,26 +193,24 @@ fn debian_kernel_boots_to_init_and_reboots_out() {
 /// button driver reports KEY_POWER, and acpid runs poweroff.
 #[test]
 fn debian_kernel_powers_off_on_the_power_button() {
-    let Some((kernel, initrd)) = linux_guest_for("debian_kernel_powers_off_on_the_power_button")
-    else {
+    let Some(guest) = linux_guest_for("debian_kernel_powers_off_on_the_power_button") else {
         return;
     };
     let mut run = VmmRun::start(
         "linux-button",
-        &[
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--initrd",
-            initrd.to_str().unwrap(),
-            "--memory",
-            "512M",
-            "--on-sigterm",
-            "powerdown",
-            "--log-level",
-            "info",
-            "--cmdline",
-            "console=ttyS0 panic=-1 linux.end=wait",
-        ],
+        &with_guest(
+            &guest,
+            &[
+                "--memory",
+                "512M",
+                "--on-sigterm",
+                "powerdown",
+                "--log-level",
+                "info",
+                "--cmdline",
+                "console=ttyS0 panic=-1 linux.end=wait",
+            ],
+        ),
     );
     run.wait_for_serial_within("LINUX-GUEST-WAITING", LINUX_TIMEOUT);
     let console = run.serial_text();

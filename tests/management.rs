@@ -222,6 +222,20 @@ fn clients_available(test: &str) -> bool {
     true
 }
 
+/// Runs a libvirt-python script with Debian's python3; panics unless it prints `ok_line`.
+fn run_python(script: &str, ok_line: &str) {
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(ok_line),
+        "stdout: {text}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// virsh and KVM, and libvirt-python for Debian's python3.
 fn python_available(test: &str) -> bool {
     if !clients_available(test) {
@@ -520,16 +534,7 @@ print("PYTHON-OK")
         name = NAME,
         uuid = UUID
     );
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("PYTHON-OK"),
-        "stdout: {text}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python(&script, "PYTHON-OK");
     vm.assert_guest_runs();
 }
 
@@ -896,16 +901,7 @@ print("PYTHON-PIN-OK")
         uri = Managed::uri(&vm.socket),
         name = NAME,
     );
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("PYTHON-PIN-OK"),
-        "stdout: {text}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python(&script, "PYTHON-PIN-OK");
     assert_eq!(proc_affinities(&vm).0[0], last.to_string());
     vm.assert_guest_runs();
 }
