@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{kvm_available, report_value, run_to_end};
 
 fn assert_clean_pass(tag: &str, result: &common::Finished) {
@@ -160,6 +162,83 @@ fn initrd_is_loaded_and_announced_by_both_protocols() {
             line.starts_with("0x3ff"),
             "{boot}: initrd should sit at the top of 64M RAM: {line:?}"
         );
+    }
+}
+
+/// Whether KVM here is hardware-style (VMX/SVM), where the guest's CPL3 can enter CPL0.
+fn hardware_kvm() -> bool {
+    std::path::Path::new("/sys/module/kvm_intel").exists()
+        || std::path::Path::new("/sys/module/kvm_amd").exists()
+        || std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
+            c.lines()
+                .filter(|l| l.starts_with("flags"))
+                .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+        })
+}
+
+/// User plus system CPU time of process `pid` so far (all its threads), from /proc/PID/stat.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // After "pid (comm) ": state is field 3, utime and stime fields 14 and 15.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// `end=halt`: where the guest can enter CPL0 from CPL3 (hardware-style KVM) it halts there
+/// with `cli; hlt` and the host CPU goes idle; where it cannot (PVM) it says it spins.
+#[test]
+fn end_halt_idles_the_host_cpu_where_cpl0_entry_works() {
+    if !kvm_available("end_halt_idles_the_host_cpu_where_cpl0_entry_works") {
+        return;
+    }
+    let mut run = common::VmmRun::start("halt", &["--memory", "64M", "--cmdline", "end=halt"]);
+    run.wait_for_serial("halt: ", 1);
+    // The rest of the line, and time for the VMM to settle after the boot.
+    std::thread::sleep(Duration::from_secs(2));
+    let console = run.serial_text();
+    let pid = run.child.id();
+    let (start, t0) = (Instant::now(), cpu_time(pid));
+    std::thread::sleep(Duration::from_secs(5));
+    let (window, used) = (start.elapsed(), cpu_time(pid) - t0);
+    assert!(
+        matches!(run.child.try_wait(), Ok(None)),
+        "the VMM ended; console:\n{console}"
+    );
+    let share = used.as_secs_f64() / window.as_secs_f64();
+    eprintln!(
+        "end=halt: {used:?} of CPU time in {window:?} ({:.0}%)",
+        share * 100.0
+    );
+    let cpl0 = report_value(&console, "cpl0:").unwrap_or("");
+    if hardware_kvm() {
+        assert!(cpl0.starts_with("from_cpl3=yes"), "{console}");
+        assert!(
+            console.contains("halt: cpl0 (int 0x80, then cli; hlt)\n"),
+            "{console}"
+        );
+        assert!(
+            share < 0.2,
+            "a halted guest used {used:?} of CPU in {window:?}; console:\n{console}"
+        );
+    } else if common::kvm_is_pvm() {
+        // CPL3 cannot enter CPL0 under PVM: the guest spins, and says so.
+        assert!(
+            cpl0.starts_with("from_cpl3=no syscall_cs=0x33"),
+            "{console}"
+        );
+        assert!(
+            console.contains("halt: spin (cpl0 entry unavailable: SYSCALL stays at CPL3)\n"),
+            "{console}"
+        );
+    } else {
+        let works = cpl0.starts_with("from_cpl3=yes");
+        let said = if works { "halt: cpl0" } else { "halt: spin" };
+        assert!(console.contains(said), "{console}");
     }
 }
 

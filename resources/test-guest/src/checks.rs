@@ -537,11 +537,13 @@ fn blk_ro(boot: &BootInfo, t: &mut Tally) {
     }
 }
 
-const IRQ_VECTOR: u32 = 0x41;
+const IRQ_VECTOR: u32 = crate::entry::IRQ_VECTOR;
 
-/// Interrupt delivery without taking the interrupt (the guest runs with IF=0 at CPL3): route
-/// the virtio-rng's IOAPIC pin to a vector, software-enable the LAPIC, make a request, and
-/// see the vector become pending in the LAPIC's IRR: device -> irqfd -> MSI route -> LAPIC.
+/// Interrupt delivery from the virtio-rng: route its IOAPIC pin to a vector, software-enable
+/// the LAPIC and make a request. Where CPL3 can enter CPL0 (`path=interrupt`) with IF=1: the
+/// gate takes the interrupt, EOIs, and nothing is left pending. Elsewhere (PVM, where an
+/// interrupt at CPL3 ends the VM; `path=irr`) with IF=0: the vector becomes pending in the
+/// LAPIC's IRR. Both prove device -> irqfd -> MSI route -> LAPIC.
 fn virtio_irq(boot: &BootInfo, t: &mut Tally) {
     let Some(dev) = virtio::devices(boot).find(|d| d.device_id == virtio::TYPE_RNG) else {
         report(
@@ -559,22 +561,43 @@ fn virtio_irq(boot: &BootInfo, t: &mut Tally) {
     irq::route(dev.irq, IRQ_VECTOR);
     let before = irq::pending(IRQ_VECTOR);
     let buf = virtio::buffer();
-    let answered = virtio::request(
-        &dev,
-        &[Segment {
-            addr: buf,
-            len: 16,
-            device_writes: true,
-        }],
-        0,
-    );
+    let ask = || {
+        virtio::request(
+            &dev,
+            &[Segment {
+                addr: buf,
+                len: 16,
+                device_writes: true,
+            }],
+            0,
+        )
+    };
+    if crate::entry::probe_cpl0().0 {
+        let count = irq::delivered();
+        let (answered, delivered) = irq::with_interrupts(|| {
+            let answered = ask();
+            (answered, irq::wait_delivered(count, 2000))
+        });
+        let pending = irq::pending(IRQ_VECTOR);
+        report(
+            t,
+            "virtio-irq",
+            answered.is_ok() && !before && delivered && !pending,
+            format_args!(
+                "pin={} vector={IRQ_VECTOR:#x} path=interrupt pending_before={before} delivered={delivered} pending_after={pending}",
+                dev.irq
+            ),
+        );
+        return;
+    }
+    let answered = ask();
     let pending = irq::wait_pending(IRQ_VECTOR, 1_000_000);
     report(
         t,
         "virtio-irq",
         answered.is_ok() && !before && pending,
         format_args!(
-            "pin={} vector={IRQ_VECTOR:#x} pending_before={before} pending_after={pending}",
+            "pin={} vector={IRQ_VECTOR:#x} path=irr pending_before={before} pending_after={pending}",
             dev.irq
         ),
     );

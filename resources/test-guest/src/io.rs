@@ -85,14 +85,14 @@ pub fn triple_fault() -> ! {
     }
 }
 
-/// Halts for good. Where CPL0 runs natively (VMX, SVM, TCG), through the DPL-3 gate at
-/// vector 0x80 whose CPL0 handler is `cli; hlt`. Where CPL0 is emulated (PVM) CPL3 cannot
-/// get back to CPL0 at all, measured with barevmm and QEMU: `int $0x80` through a DPL-3
-/// gate ends in KVM_EXIT_SHUTDOWN, `syscall` jumps to LSTAR but stays at CPL3 (the first
-/// privileged instruction there triple-faults), PVM's own event MSRs are refused. So there
-/// "halt" is a native CPL3 spin, paced with `pause`.
-pub fn halt_forever(cpl0_emulated: bool) -> ! {
-    if !cpl0_emulated {
+/// Halts for good. Where CPL3 can enter CPL0 (`entry::probe_cpl0`: VMX, SVM, TCG), through
+/// the DPL-3 gate at vector 0x80 whose CPL0 handler is `cli; hlt`. Where it cannot (PVM),
+/// measured with barevmm and QEMU: `int $0x80` through a DPL-3 gate ends in
+/// KVM_EXIT_SHUTDOWN, `syscall` jumps to LSTAR but stays at CPL3 (the first privileged
+/// instruction there triple-faults), PVM's own event MSRs are refused. So there "halt" is a
+/// native CPL3 spin, paced with `pause`.
+pub fn halt_forever(cpl0_works: bool) -> ! {
+    if cpl0_works {
         // SAFETY: the gate's handler never returns.
         unsafe { asm!("int 0x80", options(nomem, nostack)) };
     }

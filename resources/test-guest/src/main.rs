@@ -56,6 +56,8 @@ pub extern "C" fn rust_start(kind: u64, info: u64) -> ! {
     use io::Console;
 
     let _ = writeln!(Console, "vmm-test-guest: hello");
+    // Can CPL3 get back to CPL0 here? Found out once, by a SYSCALL that is safe either way.
+    entry::probe_cpl0();
     let mut boot = boot::BootInfo::parse(kind, info, &physmem::IdentityMap);
     // The MADT lists the CPUs; without ACPI, the MP table does.
     let mut mp_ids = [0u8; smp::MAX_CPUS];
@@ -85,14 +87,14 @@ pub extern "C" fn rust_start(kind: u64, info: u64) -> ! {
         "poweroff" => power::poweroff(&boot),
         "reset" => io::reset(),
         "halt" => {
-            let emulated = entry::cpl0_is_emulated(entry::cpl0_ticks().1);
-            let how = if emulated {
-                "CPL0 is emulated here (PVM) and CPL3 cannot enter it: spinning at CPL3"
+            let cpl0 = entry::probe_cpl0().0;
+            let how = if cpl0 {
+                "cpl0 (int 0x80, then cli; hlt)"
             } else {
-                "hlt at CPL0 through int 0x80"
+                "spin (cpl0 entry unavailable: SYSCALL stays at CPL3)"
             };
             let _ = writeln!(Console, "halt: {how}");
-            io::halt_forever(emulated)
+            io::halt_forever(cpl0)
         }
         "triple-fault" => io::triple_fault(),
         "idle" => prompt::run(&boot),

@@ -75,11 +75,11 @@ pub fn print(boot: &BootInfo) {
     }
     let (khz, source) = cpu::tsc_khz();
     let _ = writeln!(out, "tsc: {khz} kHz ({source})");
-    let (total, probe) = entry::cpl0_ticks();
-    let how = if entry::cpl0_is_emulated(probe) {
-        "emulated"
-    } else {
-        "native"
-    };
-    let _ = writeln!(out, "cpl0: {how} entry_tsc={total} probe_tsc={probe}");
+    let (total, timing) = entry::cpl0_ticks();
+    let (works, cs) = entry::probe_cpl0();
+    let from_cpl3 = if works { "yes" } else { "no" };
+    let _ = writeln!(
+        out,
+        "cpl0: from_cpl3={from_cpl3} syscall_cs={cs:#x} entry_tsc={total} timing_tsc={timing}"
+    );
 }
