@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Linux boot benchmark: our vmm vs Debian's QEMU (-M microvm, ACPI) booting the same Debian
+kernel (bzImage) and busybox initramfs (resources/linux-guest), interleaved (vmm, qemu, vmm,
+qemu, ...) in one process, medians and ratios (ours / QEMU; lower is better for us).
+
+Needs hardware-style KVM (VMX/SVM): on kvm_pvm hosts run it through scripts/hw-kvm.sh, as
+bench/run_linux_boot.sh does. For every run, timed from spawn by this harness:
+  first byte   the guest's first console byte on the VMM's stdout (under QEMU that is the
+               bzImage's real-mode setup code, "Probing EDD", which our VMM's 64-bit entry skips)
+  first log    the kernel's first log line ("[    0.000000] Linux version"), comparable for both
+  init         the end of the line LINUX-GUEST-OK (the guest's /init runs)
+  exit         the VMM process has exited after the guest's `poweroff -f` (ACPI S5)
+  peak RSS     of the VMM process, by GNU time (%M): each VMM runs under /usr/bin/time, whose
+               wait4 sees only the VMM (ru_maxrss of our own child would include this Python
+               process's high-water mark, inherited until exec)
+and, from the console, the guest clock ([ seconds ] of the kernel's "Run /init" line).
+
+  ours: vmm run --kernel K --initrd I --cpus N --memory M --no-reboot --cmdline CMDLINE
+  qemu: qemu-system-x86_64 -M microvm,acpi=on,rtc=on -enable-kvm -cpu host -smp N -m M -nodefaults
+        -no-user-config -nographic -serial stdio -no-reboot -kernel K -initrd I -append CMDLINE
+
+rtc=on: without an RTC, QEMU 7.2's microvm still lets Linux probe the CMOS ports (its FADT does
+not say "no CMOS RTC", as ours does), and rtc_cmos then spins in mc146818_avoid_UIP until it
+gives up, which in the nested lane costs QEMU ~45 s of guest time (--qemu-machine to change).
+
+Usage: linux_boot.py --vmm PATH --kernel BZIMAGE --initrd CPIO [--runs N] [--cpus 1,2]
+                     [--memory 512M] [--cmdline STRING] [--qemu-machine M] [--out DIR]
+                     [--vmm-log-level LEVEL]
+With --out, every run's console and stderr as timelines (each line with the time from spawn
+when it was complete, in ms), the raw numbers (results.json, rewritten after every run) and the
+table (table.md) are written there.
+"""
+import argparse
+import json
+import os
+import re
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CMDLINE = "console=ttyS0 panic=-1 linux.end=poweroff"
+OK = b"LINUX-GUEST-OK"
+DONE = b"LINUX-GUEST-DONE"
+FIRST_LOG = re.compile(rb"\[\s*0\.000000\] Linux version")
+RUN_INIT = re.compile(rb"\[\s*(\d+\.\d+)\] Run /init as init process")
+
+
+def peers(args, cpus):
+    ours = [args.vmm, "run", "--kernel", args.kernel, "--initrd", args.initrd, "--cpus", str(cpus),
+            "--memory", args.memory, "--serial", "stdio", "--no-reboot", "--cmdline", args.cmdline]
+    if args.vmm_log_level:
+        ours += ["--log-level", args.vmm_log_level]
+    qemu = [args.qemu, "-M", args.qemu_machine, "-enable-kvm", "-cpu", "host", "-smp", str(cpus),
+            "-m", args.memory, "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio",
+            "-no-reboot", "-kernel", args.kernel, "-initrd", args.initrd, "-append", args.cmdline]
+    return {"vmm": ours, "qemu": qemu}
+
+
+def timed_boot(argv, timeout):
+    """Runs argv under GNU time; returns a dict of times (ms from spawn), RSS, status and the
+    timestamped stdout/stderr chunks."""
+    with tempfile.NamedTemporaryFile(prefix="linux-boot-rss-", mode="r") as rss_file:
+        start = time.perf_counter_ns()
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "maxrss_kib=%M", "-o", rss_file.name] + argv,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        ms = lambda t: (t - start) / 1e6
+        streams = {proc.stdout.fileno(): "out", proc.stderr.fileno(): "err"}
+        chunks = {"out": [], "err": []}
+        console = b""
+        first = first_log = ok = done = None
+        deadline = time.monotonic() + timeout
+        while streams:
+            ready, _, _ = select.select(list(streams), [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise RuntimeError(f"timeout after {timeout} s: {' '.join(argv)}\n"
+                                   f"console tail: {console[-800:].decode(errors='replace')}")
+            now = time.perf_counter_ns()
+            for fd in ready:
+                data = os.read(fd, 65536)
+                if not data:
+                    del streams[fd]
+                    continue
+                name = streams[fd]
+                chunks[name].append((ms(now), data))
+                if name != "out":
+                    continue
+                if first is None:
+                    first = now
+                console += data
+                if first_log is None and FIRST_LOG.search(console):
+                    first_log = now
+                # The end of the marker's line: the guest has run /init's echo.
+                if ok is None and re.search(OK + rb"\r?\n", console):
+                    ok = now
+                if done is None and DONE in console:
+                    done = now
+        _, status, _ = os.wait4(proc.pid, 0)
+        end = time.perf_counter_ns()
+        m = re.search(r"maxrss_kib=(\d+)", rss_file.read())
+    m_init = RUN_INIT.search(console)
+    return {
+        "first_ms": ms(first) if first else None,
+        "first_log_ms": ms(first_log) if first_log else None,
+        "init_ms": ms(ok) if ok else None,
+        "done_ms": ms(done) if done else None,
+        "exit_ms": ms(end),
+        "rss_mib": int(m.group(1)) / 1024 if m else None,
+        "guest_run_init_s": float(m_init.group(1)) if m_init else None,
+        "status": os.waitstatus_to_exitcode(status),
+        "console": console,
+        "chunks": chunks,
+    }
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else float("nan")
+
+
+def save_run(out, label, r):
+    """Writes each stream as a timeline: every line prefixed with the time (ms from spawn) of
+    the chunk that completed it."""
+    for name, suffix in (("out", "console"), ("err", "stderr")):
+        with open(os.path.join(out, f"{label}.{suffix}.txt"), "w") as f:
+            pending = b""
+            for t, data in r["chunks"][name]:
+                pending += data
+                *done, pending = pending.split(b"\n")
+                for line in done:
+                    text = line.rstrip(b"\r").decode(errors="replace")
+                    f.write(f"{t:10.1f} {text}\n")
+            if pending:
+                f.write(f"{'end':>10} {pending.decode(errors='replace')}\n")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--vmm", required=True)
+    p.add_argument("--kernel", required=True)
+    p.add_argument("--initrd", required=True)
+    p.add_argument("--qemu", default="qemu-system-x86_64")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--cpus", default="1", help="vCPU counts, comma-separated (e.g. 1,2)")
+    p.add_argument("--memory", default="512M")
+    p.add_argument("--cmdline", default=CMDLINE)
+    p.add_argument("--qemu-machine", default="microvm,acpi=on,rtc=on", help="QEMU's -M")
+    p.add_argument("--timeout", type=float, default=300, help="seconds per boot")
+    p.add_argument("--vmm-log-level", help="our VMM's --log-level (its stderr is saved with --out)")
+    p.add_argument("--out", help="directory for logs, results.json and table.md")
+    args = p.parse_args()
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+
+    cpu_counts = [int(c) for c in args.cpus.split(",")]
+    metrics = ("first_ms", "first_log_ms", "init_ms", "exit_ms", "rss_mib", "guest_run_init_s")
+    results = {}
+    started = time.monotonic()
+    for cpus in cpu_counts:
+        results[cpus] = {name: {m: [] for m in metrics} for name in ("vmm", "qemu")}
+    # Interleaved: every round boots each peer once for each vCPU count.
+    for run in range(args.runs):
+        for cpus in cpu_counts:
+            for name, argv in peers(args, cpus).items():
+                r = timed_boot(argv, args.timeout)
+                label = f"{name}-{cpus}cpu-run{run + 1}"
+                if args.out:
+                    save_run(args.out, label, r)
+                if r["status"] != 0 or r["init_ms"] is None or r["done_ms"] is None:
+                    raise RuntimeError(f"{label}: exit {r['status']}, console tail "
+                                       f"{r['console'][-1500:].decode(errors='replace')}")
+                for m in metrics:
+                    results[cpus][name][m].append(r[m])
+                if args.out:
+                    with open(os.path.join(args.out, "results.json"), "w") as f:
+                        json.dump({"args": vars(args), "results": results}, f, indent=1)
+                f = lambda v, fmt=".0f": "-" if v is None else format(v, fmt)
+                print(f"{label}: first {f(r['first_ms'])} ms, log {f(r['first_log_ms'])} ms, "
+                      f"init {f(r['init_ms'])} ms, exit {f(r['exit_ms'])} ms, RSS {f(r['rss_mib'], '.1f')} MiB, "
+                      f"guest Run /init at {f(r['guest_run_init_s'], '.3f')} s "
+                      f"({time.monotonic() - started:.0f} s elapsed)",
+                      file=sys.stderr, flush=True)
+
+    def row(metric, unit, ours, qemu, fmt):
+        ratio = ours / qemu if qemu else float("nan")
+        return f"| {metric} | {ours:{fmt}} {unit} | {qemu:{fmt}} {unit} | {ratio:.3f} |"
+
+    lines = [f"Runs: {args.runs} per VMM and vCPU count, interleaved; medians. Memory {args.memory}, "
+             f"command line `{args.cmdline}`; QEMU `-M {args.qemu_machine}`.", ""]
+    for cpus in cpu_counts:
+        v, q = results[cpus]["vmm"], results[cpus]["qemu"]
+        lines += [f"{cpus} vCPU{'s' if cpus > 1 else ''}:", "",
+                  "| metric | vmm | QEMU microvm | ratio vmm/QEMU |", "|---|---|---|---|"]
+        med = lambda d, m: median(d[m])
+        lines.append(row("start -> first console byte", "ms", med(v, "first_ms"), med(q, "first_ms"), ".0f"))
+        lines.append(row("start -> kernel's first log line", "ms", med(v, "first_log_ms"),
+                         med(q, "first_log_ms"), ".0f"))
+        lines.append(row("start -> LINUX-GUEST-OK (init)", "ms", med(v, "init_ms"), med(q, "init_ms"), ".0f"))
+        lines.append(row("start -> exit after poweroff", "ms", med(v, "exit_ms"), med(q, "exit_ms"), ".0f"))
+        lines.append(row("peak RSS", "MiB", med(v, "rss_mib"), med(q, "rss_mib"), ".1f"))
+        lines.append(row("guest clock at `Run /init`", "s", med(v, "guest_run_init_s"),
+                         med(q, "guest_run_init_s"), ".3f"))
+        spread = lambda d, m: f"{min(d[m]):.0f}-{max(d[m]):.0f}"
+        lines += ["", f"Init, range over runs: vmm {spread(v, 'init_ms')} ms, QEMU {spread(q, 'init_ms')} ms.", ""]
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        with open(os.path.join(args.out, "table.md"), "w") as f:
+            f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

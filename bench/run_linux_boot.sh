@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Linux boot benchmark: our vmm vs QEMU microvm booting Debian's kernel and the busybox
+# initramfs, in the nested lane where the host's KVM is not hardware-style (scripts/hw-kvm.sh;
+# directly on a VMX/SVM host). Builds the release vmm and the Linux guest on the host, runs
+# bench/linux_boot.py in one L1, prints the markdown table and saves it, with every run's
+# timestamped console and the host's load average, to target/bench/linux-boot/.
+#   bash bench/run_linux_boot.sh [--runs N] [--cpus 1,2] [--memory 512M] [linux_boot.py options]
+# A Linux boot takes ~1-3 min in the lane (TCG): 5 runs of each VMM at 1 vCPU are ~17 min.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --bin vmm
+bash resources/linux-guest/build.sh
+out=$PWD/target/bench/linux-boot
+rm -rf "$out"
+mkdir -p "$out"
+# The host's load while the lane runs: another lane or build on these cores inflates the times.
+(while :; do echo "$(date +%T) $(cat /proc/loadavg)"; sleep 15; done) >"$out/host-load.txt" &
+sampler=$!
+trap 'kill "$sampler" 2>/dev/null || true' EXIT
+status=0
+bash scripts/hw-kvm.sh --timeout 1500 --rwdir "$out" -- \
+    /usr/bin/python3 bench/linux_boot.py --vmm "$PWD/target/release/vmm" \
+    --kernel "$PWD/resources/linux-guest/out/vmlinuz" \
+    --initrd "$PWD/resources/linux-guest/out/initramfs.cpio.gz" --out "$out" "$@" || status=$?
+echo "host load average during the run (every 15 s):"
+cat "$out/host-load.txt"
+if ((status == 0)); then
+    echo "table saved in $out/table.md"
+fi
+exit "$status"
