@@ -26,6 +26,9 @@ gives up, which in the nested lane costs QEMU ~45 s of guest time (--qemu-machin
 Usage: linux_boot.py --vmm PATH --kernel BZIMAGE --initrd CPIO [--runs N] [--cpus 1,2]
                      [--memory 512M] [--cmdline STRING] [--qemu-machine M] [--out DIR]
                      [--vmm-log-level LEVEL]
+--trace-exits (root, where the VMs' KVM is: in L1) counts, per boot, KVM's exits by reason,
+the exits to userspace, the port I/O by port and the MSR accesses by MSR, with tracefs hist
+triggers on the kvm tracepoints (a diagnosis: it slows the boots, don't time with it).
 With --out, every run's console and stderr as timelines (each line with the time from spawn
 when it was complete, in ms), the raw numbers (results.json, rewritten after every run) and the
 table (table.md) are written there.
@@ -60,10 +63,12 @@ def peers(args, cpus):
     return {"vmm": ours, "qemu": qemu}
 
 
-def timed_boot(argv, timeout):
+def timed_boot(argv, timeout, trace=None):
     """Runs argv under GNU time; returns a dict of times (ms from spawn), RSS, status and the
     timestamped stdout/stderr chunks."""
     with tempfile.NamedTemporaryFile(prefix="linux-boot-rss-", mode="r") as rss_file:
+        if trace:
+            trace.start()
         start = time.perf_counter_ns()
         proc = subprocess.Popen(["/usr/bin/time", "-f", "maxrss_kib=%M", "-o", rss_file.name] + argv,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -103,6 +108,7 @@ def timed_boot(argv, timeout):
                     done = now
         _, status, _ = os.wait4(proc.pid, 0)
         end = time.perf_counter_ns()
+        exits = trace.stop() if trace else None
         m = re.search(r"maxrss_kib=(\d+)", rss_file.read())
     m_init = RUN_INIT.search(console)
     return {
@@ -116,7 +122,63 @@ def timed_boot(argv, timeout):
         "status": os.waitstatus_to_exitcode(status),
         "console": console,
         "chunks": chunks,
+        "exits": exits,
     }
+
+
+# AMD SVM exit codes (the lane's L1 is AMD), as the kvm_exit tracepoint reports them.
+SVM_EXITS = {0x00: "read_cr0", 0x03: "read_cr3", 0x04: "read_cr4", 0x08: "read_cr8", 0x10: "write_cr0",
+             0x13: "write_cr3", 0x14: "write_cr4", 0x18: "write_cr8", 0x41: "excp_db", 0x43: "excp_bp",
+             0x46: "excp_ud", 0x4e: "excp_pf", 0x60: "intr", 0x61: "nmi", 0x63: "init", 0x64: "vintr",
+             0x6e: "rdtsc", 0x6f: "rdpmc", 0x72: "cpuid", 0x74: "iret", 0x77: "pause", 0x78: "hlt",
+             0x79: "invlpg", 0x7b: "ioio", 0x7c: "msr", 0x7f: "shutdown", 0x81: "vmmcall", 0x87: "rdtscp",
+             0x89: "wbinvd", 0x8a: "monitor", 0x8b: "mwait", 0x8d: "xsetbv", 0x8f: "efer_write_trap",
+             0x400: "npf", 0x401: "avic_incomplete_ipi", 0x402: "avic_unaccelerated_access"}
+KVM_EXITS = {2: "io", 3: "hypercall", 5: "hlt", 6: "mmio", 7: "irq_window_open", 8: "shutdown",
+             10: "intr", 17: "internal_error", 24: "system_event"}
+TRACES = (("kvm_exit", "exit_reason"), ("kvm_userspace_exit", "reason"), ("kvm_pio", "port"),
+          ("kvm_msr", "ecx"))
+
+
+class ExitTrace:
+    """Counts kvm tracepoint hits by one field with hist triggers, around one boot."""
+
+    def __init__(self):
+        self.root = next((d for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+                          if os.path.exists(os.path.join(d, "events"))), None)
+        if self.root is None:
+            subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"], check=True)
+            self.root = "/sys/kernel/tracing"
+
+    def _trigger(self, event, text):
+        with open(os.path.join(self.root, "events", "kvm", event, "trigger"), "w") as f:
+            f.write(text)
+
+    def start(self):
+        for event, key in TRACES:
+            self._trigger(event, f"hist:keys={key}:sort=hitcount.descending:size=4096")
+
+    def stop(self):
+        counts = {}
+        for event, key in TRACES:
+            with open(os.path.join(self.root, "events", "kvm", event, "hist")) as f:
+                text = f.read()
+            self._trigger(event, f"!hist:keys={key}:sort=hitcount.descending:size=4096")
+            counts[event] = {int(k): int(n) for k, n in
+                             re.findall(r"\{ \w+:\s+(\d+)\s*\} hitcount:\s+(\d+)", text)}
+        return counts
+
+
+def exit_summary(counts, top=8):
+    """One line per event: the total and the commonest keys."""
+    names = {"kvm_exit": SVM_EXITS, "kvm_userspace_exit": KVM_EXITS}
+    lines = []
+    for event, by_key in counts.items():
+        total = sum(by_key.values())
+        fmt = lambda k: names[event].get(k, hex(k)) if event in names else hex(k)
+        common = ", ".join(f"{fmt(k)} {n}" for k, n in sorted(by_key.items(), key=lambda kv: -kv[1])[:top])
+        lines.append(f"{event}: {total} ({common})")
+    return lines
 
 
 def median(values):
@@ -151,8 +213,9 @@ def main():
     p.add_argument("--memory", default="512M")
     p.add_argument("--cmdline", default=CMDLINE)
     p.add_argument("--qemu-machine", default="microvm,acpi=on,rtc=on", help="QEMU's -M")
-    p.add_argument("--timeout", type=float, default=300, help="seconds per boot")
+    p.add_argument("--timeout", type=float, default=900, help="seconds per boot")
     p.add_argument("--vmm-log-level", help="our VMM's --log-level (its stderr is saved with --out)")
+    p.add_argument("--trace-exits", action="store_true", help="count KVM exits per boot (tracefs; slows boots)")
     p.add_argument("--out", help="directory for logs, results.json and table.md")
     args = p.parse_args()
     if args.out:
@@ -162,16 +225,23 @@ def main():
     metrics = ("first_ms", "first_log_ms", "init_ms", "exit_ms", "rss_mib", "guest_run_init_s")
     results = {}
     started = time.monotonic()
+    trace = ExitTrace() if args.trace_exits else None
+    exit_lines = []
     for cpus in cpu_counts:
         results[cpus] = {name: {m: [] for m in metrics} for name in ("vmm", "qemu")}
     # Interleaved: every round boots each peer once for each vCPU count.
     for run in range(args.runs):
         for cpus in cpu_counts:
             for name, argv in peers(args, cpus).items():
-                r = timed_boot(argv, args.timeout)
+                r = timed_boot(argv, args.timeout, trace)
                 label = f"{name}-{cpus}cpu-run{run + 1}"
                 if args.out:
                     save_run(args.out, label, r)
+                if r["exits"]:
+                    exit_lines += [f"{label}:"] + [f"  {line}" for line in exit_summary(r["exits"])]
+                    if args.out:
+                        with open(os.path.join(args.out, f"{label}.exits.json"), "w") as f:
+                            json.dump(r["exits"], f, indent=1)
                 if r["status"] != 0 or r["init_ms"] is None or r["done_ms"] is None:
                     raise RuntimeError(f"{label}: exit {r['status']}, console tail "
                                        f"{r['console'][-1500:].decode(errors='replace')}")
@@ -208,6 +278,9 @@ def main():
                          med(q, "guest_run_init_s"), ".3f"))
         spread = lambda d, m: f"{min(d[m]):.0f}-{max(d[m]):.0f}"
         lines += ["", f"Init, range over runs: vmm {spread(v, 'init_ms')} ms, QEMU {spread(q, 'init_ms')} ms.", ""]
+    if exit_lines:
+        lines += ["KVM exits per boot (tracefs hist triggers; traced boots, times inflated):", "",
+                  "```"] + exit_lines + ["```", ""]
     table = "\n".join(lines)
     print(table)
     if args.out:
