@@ -1,5 +1,5 @@
 //! vmm-test-guest: a tiny kernel that proves a VMM on hosts where guest kernel code is
-//! emulated (PVM): about fifty CPL0 instructions (entry.rs), then everything at CPL3 in Rust.
+//! emulated (PVM): about 65 CPL0 instructions (entry.rs), then everything at CPL3 in Rust.
 //!
 //! Command line: `end=exit|poweroff|reset|idle|halt|triple-fault` (default idle), `test=a,b,...`,
 //! `quiet` (no report), check parameters (`cpus=N`, `pio.count=N`, `ticker.count=N`, ...).
