@@ -11,6 +11,9 @@ use std::sync::{Arc, Mutex};
 pub trait BusDevice: Send {
     fn read(&mut self, base: u64, offset: u64, data: &mut [u8]);
     fn write(&mut self, base: u64, offset: u64, data: &[u8]);
+    /// Back to the power-on state, as a machine reset leaves it (QEMU's device reset). The
+    /// vCPUs are paused while this runs.
+    fn reset(&mut self) {}
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -98,6 +101,18 @@ impl Bus {
         let mut device = range.device.lock().unwrap_or_else(|p| p.into_inner());
         device.write(base, addr - base, data);
         true
+    }
+
+    /// Resets every device on the bus (a device mapped at several ranges is reset once per
+    /// range, so resets must be idempotent).
+    pub fn reset_devices(&self) {
+        for range in self.ranges.values() {
+            range
+                .device
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .reset();
+        }
     }
 }
 

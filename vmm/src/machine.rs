@@ -52,7 +52,9 @@ pub struct Machine {
     serial: Arc<Mutex<Serial>>,
     /// Written when the guest has read all queued console input.
     serial_input_drained: EventFd,
-    ioapic: Arc<Mutex<Ioapic>>,
+    /// Every device the guest reaches, by port and by address: what a machine reset resets.
+    pio_bus: Arc<Bus>,
+    mmio_bus: Arc<Bus>,
     /// The power button's event device (present with ACPI).
     ged: Option<Arc<Mutex<Ged>>>,
     pinning: Arc<CpuPinning>,
@@ -152,12 +154,13 @@ impl Machine {
         let windows = virtio_devices::mmio_devices(&virtio);
         let entry = loader::load_boot_images(vm.memory(), config, &windows).map_err(Error::Load)?;
         let vcpu_fds = create_vcpus(&vm, config.cpus)?;
+        let (pio_bus, mmio_bus) = (Arc::new(pio), Arc::new(mmio));
         let ctx = VcpuContext {
-            pio_bus: Arc::new(pio),
-            mmio_bus: Arc::new(mmio),
+            pio_bus: pio_bus.clone(),
+            mmio_bus: mmio_bus.clone(),
             requests,
             memory: vm.memory().clone(),
-            ioapic: ioapic.clone(),
+            ioapic,
         };
         let vcpus =
             VcpuGroup::start(vcpu_fds, entry, ctx, &placement.vcpus).map_err(Error::Vcpu)?;
@@ -173,7 +176,8 @@ impl Machine {
             vcpus,
             serial,
             serial_input_drained: input_drained,
-            ioapic,
+            pio_bus,
+            mmio_bus,
             ged,
             pinning,
             virtio,
@@ -225,6 +229,7 @@ fn attach_acpi_devices(
             on_event.shutdown_request(ShutdownCause::GuestShutdown);
         }
         PmEvent::Reset => {
+            log::info!("guest reset through the ACPI reset register");
             on_event.reset_request(ShutdownCause::GuestReset);
         }
     }));
@@ -278,19 +283,16 @@ impl main_loop::Machine for Machine {
         self.vcpus.resume();
     }
 
-    /// Like QEMU: RAM keeps its contents; the kernel, initrd and boot tables are loaded again,
-    /// devices return to their power-on state and every vCPU reloads its boot registers.
+    /// Like QEMU's qemu_system_reset: RAM keeps its contents; every device returns to its
+    /// power-on state (virtio transports drop their queues and wait for in-flight disk I/O,
+    /// so nothing of the old boot lands in the new one's memory), the kernel, initrd and boot
+    /// tables are loaded again, and every vCPU reloads its boot registers.
     fn reset(&mut self, _cause: ShutdownCause) -> Result<(), String> {
+        self.pio_bus.reset_devices();
+        self.mmio_bus.reset_devices();
         let windows = virtio_devices::mmio_devices(&self.virtio);
         let entry = loader::load_boot_images(self.vm.memory(), &self.config, &windows)
             .map_err(|e| e.to_string())?;
-        self.ioapic
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .reset();
-        if let Some(ged) = &self.ged {
-            ged.lock().unwrap_or_else(|p| p.into_inner()).reset();
-        }
         self.vcpus.reset(entry);
         Ok(())
     }

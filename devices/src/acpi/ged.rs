@@ -32,11 +32,6 @@ impl Ged {
     pub fn press_power_button(&mut self) {
         self.notify(GED_EVENT_POWER_BUTTON);
     }
-
-    /// Power-on state: nothing pending.
-    pub fn reset(&mut self) {
-        self.pending = 0;
-    }
 }
 
 impl BusDevice for Ged {
@@ -52,6 +47,11 @@ impl BusDevice for Ged {
     }
 
     fn write(&mut self, _base: u64, _offset: u64, _data: &[u8]) {}
+
+    /// Power-on state: nothing pending.
+    fn reset(&mut self) {
+        self.pending = 0;
+    }
 }
 
 #[cfg(test)]

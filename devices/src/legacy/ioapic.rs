@@ -96,16 +96,6 @@ impl Ioapic {
         }
     }
 
-    /// Power-on state: every pin masked, every route removed.
-    pub fn reset(&mut self) {
-        self.id = 0;
-        self.selected = 0;
-        self.entries = [ENTRY_MASKED; IOAPIC_PINS];
-        for pin in 0..IOAPIC_PINS {
-            self.router.set_route(pin as u32, None);
-        }
-    }
-
     /// The guest signalled EOI for `vector` (KVM_EXIT_IOAPIC_EOI, or the EOI register).
     pub fn end_of_interrupt(&mut self, vector: u8) {
         for (pin, entry) in self.entries.iter().enumerate() {
@@ -187,6 +177,16 @@ impl BusDevice for Ioapic {
             OFFSET_WINDOW => self.write_register(self.selected, value),
             OFFSET_EOI => self.end_of_interrupt(value as u8),
             _ => {}
+        }
+    }
+
+    /// Power-on state: every pin masked, every route removed.
+    fn reset(&mut self) {
+        self.id = 0;
+        self.selected = 0;
+        self.entries = [ENTRY_MASKED; IOAPIC_PINS];
+        for pin in 0..IOAPIC_PINS {
+            self.router.set_route(pin as u32, None);
         }
     }
 }

@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-use vm_superio::serial::SerialEvents;
+use vm_superio::serial::{SerialEvents, SerialState};
 use vm_superio::Trigger;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -16,6 +16,12 @@ use crate::bus::BusDevice;
 
 /// Raises the UART's interrupt line by writing its eventfd.
 pub struct IrqTrigger(EventFd);
+
+impl IrqTrigger {
+    fn try_clone(&self) -> io::Result<IrqTrigger> {
+        self.0.try_clone().map(IrqTrigger)
+    }
+}
 
 impl Trigger for IrqTrigger {
     type E = io::Error;
@@ -106,6 +112,16 @@ impl SerialOutput {
 /// Tells the VMM when the guest has read everything queued, so it can feed more input.
 pub struct InputDrained(Option<EventFd>);
 
+impl InputDrained {
+    fn try_clone(&self) -> io::Result<InputDrained> {
+        self.0
+            .as_ref()
+            .map(EventFd::try_clone)
+            .transpose()
+            .map(InputDrained)
+    }
+}
+
 impl SerialEvents for InputDrained {
     fn buffer_read(&self) {}
     fn out_byte(&self) {}
@@ -157,6 +173,26 @@ impl Serial {
     pub fn output_errors(&self) -> u64 {
         self.uart.writer().failed_writes
     }
+
+    /// The power-on register state (as QEMU's serial_reset), on the same interrupt line and
+    /// console. Input the host already queued is kept: those are bytes someone typed, and the
+    /// next boot can read them.
+    fn power_on(&mut self) -> io::Result<()> {
+        let trigger = self.uart.interrupt_evt().try_clone()?;
+        let events = self.uart.events().try_clone()?;
+        let writer = self.uart.writer_mut();
+        let writer = ConsoleWriter {
+            out: std::mem::replace(&mut writer.out, Box::new(io::sink())),
+            failed_writes: writer.failed_writes,
+        };
+        let state = SerialState {
+            in_buffer: self.uart.state().in_buffer,
+            ..SerialState::default()
+        };
+        self.uart = vm_superio::Serial::from_state(&state, trigger, events, writer)
+            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        Ok(())
+    }
 }
 
 impl BusDevice for Serial {
@@ -173,6 +209,12 @@ impl BusDevice for Serial {
         };
         if let Err(e) = self.uart.write(offset, value) {
             log::warn!("serial: {e}");
+        }
+    }
+
+    fn reset(&mut self) {
+        if let Err(e) = self.power_on() {
+            log::warn!("serial: reset failed: {e}");
         }
     }
 }
@@ -227,6 +269,25 @@ mod tests {
         assert!(drained.read().is_err(), "one byte still queued");
         s.read(0x3f8, 0, &mut b);
         assert_eq!(drained.read().unwrap(), 1);
+    }
+
+    #[test]
+    fn reset_restores_registers_and_keeps_console_and_input() {
+        let sink = Shared::default();
+        let (mut s, _) = serial(Box::new(sink.clone()));
+        s.write(0x3f8, 7, &[0x5a]); // scratch
+        s.write(0x3f8, 3, &[0x80]); // LCR: DLAB
+        s.enqueue_input(b"k");
+        s.reset();
+        let mut b = [0u8];
+        s.read(0x3f8, 7, &mut b);
+        assert_eq!(b[0], 0, "scratch back to power-on");
+        s.read(0x3f8, 3, &mut b);
+        assert_eq!(b[0] & 0x80, 0, "DLAB cleared");
+        s.read(0x3f8, 0, &mut b);
+        assert_eq!(b[0], b'k', "queued input kept");
+        s.write(0x3f8, 0, b"!");
+        assert_eq!(sink.0.lock().unwrap().as_slice(), b"!");
     }
 
     #[test]

@@ -10,8 +10,9 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueOwnedT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
@@ -63,6 +64,50 @@ struct Request {
 }
 
 type Completions = Arc<Mutex<Vec<(u64, usize, u16, u32)>>>;
+
+/// How long a reset waits for the request the I/O thread is carrying out. A disk that takes
+/// longer is broken; the reset goes on and says so.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Requests handed to the I/O thread and not yet finished, so a reset can wait for them
+/// (QEMU drains a block device before resetting it).
+#[derive(Default)]
+struct InFlight {
+    count: Mutex<u64>,
+    idle: Condvar,
+}
+
+impl InFlight {
+    fn start(&self) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    }
+
+    fn finish(&self) {
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    /// False if requests were still running after `timeout`.
+    fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *count > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            count = self
+                .idle
+                .wait_timeout(count, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+}
 /// One descriptor as the parser sees it: guest address, length, device-writable.
 type Segment = (GuestAddress, u32, bool);
 
@@ -71,8 +116,9 @@ pub struct Block {
     readonly: bool,
     to_io: Option<Sender<Request>>,
     completed: Completions,
-    /// Bumped on reset: completions of older requests are dropped.
+    /// Bumped on reset: older requests are skipped and their completions dropped.
     generation: Arc<AtomicU64>,
+    in_flight: Arc<InFlight>,
     io_thread: Option<JoinHandle<()>>,
 }
 
@@ -101,7 +147,10 @@ impl Block {
         let (to_io, from_main) = mpsc::channel();
         let completed: Completions = Arc::default();
         let generation = Arc::new(AtomicU64::new(0));
+        let in_flight = Arc::new(InFlight::default());
         let io = IoThread {
+            generation: generation.clone(),
+            in_flight: in_flight.clone(),
             file,
             mem,
             readonly: config.readonly,
@@ -120,6 +169,7 @@ impl Block {
             to_io: Some(to_io),
             completed,
             generation,
+            in_flight,
             io_thread: Some(io_thread),
         })
     }
@@ -183,19 +233,26 @@ struct IoThread {
     id: [u8; ID_BYTES],
     completed: Completions,
     on_complete: Box<dyn Fn() + Send>,
+    generation: Arc<AtomicU64>,
+    in_flight: Arc<InFlight>,
 }
 
 impl IoThread {
     fn run(self, requests: Receiver<Request>) {
         while let Ok(req) = requests.recv() {
-            let (status, written) = self.execute(&req);
-            // A status byte the guest moved out of RAM meanwhile is the guest's problem.
-            let _ = self.mem.write_obj(status, req.status);
-            self.completed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((req.generation, req.queue, req.head, written + 1));
-            (self.on_complete)();
+            // A request queued before a reset belongs to a driver that is gone: its buffers
+            // may be the new boot's memory by now, so it is not carried out.
+            if req.generation == self.generation.load(Ordering::SeqCst) {
+                let (status, written) = self.execute(&req);
+                // A status byte the guest moved out of RAM meanwhile is the guest's problem.
+                let _ = self.mem.write_obj(status, req.status);
+                self.completed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((req.generation, req.queue, req.head, written + 1));
+                (self.on_complete)();
+            }
+            self.in_flight.finish();
         }
     }
 
@@ -412,7 +469,9 @@ impl VirtioDevice for Block {
         for (head, descs) in chains {
             let request = self.parse(index, head, &descs, mem)?;
             if let Some(to_io) = &self.to_io {
+                self.in_flight.start();
                 if to_io.send(request).is_err() {
+                    self.in_flight.finish();
                     return Err(GuestError("virtio-blk: the I/O thread is gone".into()));
                 }
             }
@@ -429,8 +488,21 @@ impl VirtioDevice for Block {
             .collect()
     }
 
+    /// Drops what the driver queued and waits for the request being carried out, so no
+    /// I/O lands in guest memory after the reset.
     fn reset(&mut self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        if !self.in_flight.wait_idle(DRAIN_TIMEOUT) {
+            log::warn!(
+                "virtio-blk: a request was still running {} s into a reset; it may still \
+                 write guest memory",
+                DRAIN_TIMEOUT.as_secs()
+            );
+        }
+        self.completed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
@@ -613,6 +685,56 @@ mod tests {
         let mut sector0 = [0u8; 8];
         m.read_slice(&mut sector0, GuestAddress(0x43000)).unwrap();
         assert_eq!(&sector0, b"VMM-DISK");
+    }
+
+    /// A machine reset while reads are queued: once reset returns, nothing more lands in
+    /// guest memory and nothing reaches the used ring.
+    #[test]
+    fn reset_drains_the_io_thread() {
+        const READS: u64 = 5;
+        const LEN: u32 = 2 << 20;
+        let disk = Disk::new("drain", READS * u64::from(LEN) / SECTOR_SIZE);
+        let m = mem();
+        let vq = MockSplitQueue::create(&m, GuestAddress(0x10000), 16);
+        let t = transport(
+            &m,
+            &vq,
+            BlockConfig {
+                path: disk.path.clone(),
+                readonly: false,
+                id: "disk0".into(),
+            },
+        );
+        let buffers = 0x20_0000u64;
+        let span = (READS * u64::from(LEN)) as usize;
+        m.write_slice(&vec![0xff; span], GuestAddress(buffers))
+            .unwrap();
+        let mut descs = Vec::new();
+        for i in 0..READS {
+            let sector = i * u64::from(LEN) / SECTOR_SIZE;
+            header(&m, 0x30000 + i * 0x100, T_IN, sector);
+            let data = (buffers + i * u64::from(LEN), LEN, true);
+            descs.extend(chain(0x30000 + i * 0x100, Some(data), 0x50000 + i));
+        }
+        vq.add_desc_chains(&link(&descs), 0).unwrap();
+        t.lock().unwrap().notify(0);
+        t.lock().unwrap().reset();
+        let mut after_reset = vec![0u8; span];
+        m.read_slice(&mut after_reset, GuestAddress(buffers))
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut later = vec![0u8; span];
+        m.read_slice(&mut later, GuestAddress(buffers)).unwrap();
+        assert!(
+            after_reset == later,
+            "the I/O thread wrote guest memory after the reset"
+        );
+        t.lock().unwrap().complete_pending();
+        assert_eq!(
+            vq.used().idx().load(),
+            0,
+            "a stale completion reached the used ring"
+        );
     }
 
     #[test]

@@ -339,6 +339,10 @@ impl BusDevice for MmioTransport {
             self.write_register(offset, u32::from_le_bytes(bytes));
         }
     }
+
+    fn reset(&mut self) {
+        MmioTransport::reset(self);
+    }
 }
 
 #[cfg(test)]
