@@ -4,252 +4,29 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{kvm_available, read_lossy, skip, TempDir, VMM};
-
-const NAME: &str = "testvm";
-const UUID: &str = "6695eb01-f6a4-8304-79aa-97f2502e193f";
+use common::managed::{
+    clients_available, python_available, run_python, stop_watching, Managed, NAME, UUID,
+};
+use common::skip;
 
 /// The guest of most tests: ticking at CPL3, too busy to look at the power button.
 const TICKING: &str = "quiet test=ticker ticker.count=1000000";
 /// A guest idling at its prompt, which powers off when the power button is pressed.
 const IDLE: &str = "quiet";
-/// Event kinds libvirt 9.0 knows (VIR_DOMAIN_EVENT_ID_LAST): what `virsh event --all` registers.
-const EVENT_KINDS: usize = 27;
 
-/// A VMM serving the management protocol.
-struct Managed {
-    child: Child,
-    dir: TempDir,
-    socket: PathBuf,
-    ro_socket: PathBuf,
-}
-
+/// The test guest as these tests run it: 64 MiB, ticking or idle.
 impl Managed {
     fn start(tag: &str) -> Managed {
         Self::start_with(tag, TICKING)
     }
 
     fn start_with(tag: &str, cmdline: &str) -> Managed {
-        Self::spawn(tag, cmdline, &[], &[])
+        Self::spawn(tag, &["--memory", "64M", "--cmdline", cmdline], &[])
     }
-
-    /// `wrapper` runs first (e.g. `taskset -c 0`) and execs the VMM with `extra` flags.
-    fn spawn(tag: &str, cmdline: &str, extra: &[&str], wrapper: &[&str]) -> Managed {
-        let dir = TempDir::new(tag);
-        let socket = dir.path("vmm.sock");
-        let ro_socket = dir.path("vmm-ro.sock");
-        let console = format!("file={}", dir.path("console.log").display());
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(VMM);
-                c
-            }
-            None => Command::new(VMM),
-        };
-        let child = command
-            .args([
-                "run",
-                "--name",
-                NAME,
-                "--uuid",
-                UUID,
-                "--memory",
-                "64M",
-                "--serial",
-                &console,
-                "--log-level",
-                "info",
-            ])
-            .args(["--cmdline", cmdline])
-            .args(extra)
-            .arg("--mgmt-socket")
-            .arg(&socket)
-            .arg("--mgmt-socket-ro")
-            .arg(&ro_socket)
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(dir.path("stderr.log")).unwrap())
-            .spawn()
-            .expect("start vmm");
-        let deadline = Instant::now() + common::BOOT_TIMEOUT;
-        while !(socket.exists() && ro_socket.exists()) {
-            assert!(Instant::now() < deadline, "no management socket");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Managed {
-            child,
-            dir,
-            socket,
-            ro_socket,
-        }
-    }
-
-    fn uri(socket: &Path) -> String {
-        format!("qemu+unix:///system?socket={}", socket.display())
-    }
-
-    fn virsh_on(&self, socket: &Path, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new("virsh")
-            .arg("-c")
-            .arg(Self::uri(socket))
-            .args(args)
-            .output()
-            .expect("run virsh");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    /// Runs virsh and returns its stdout; panics with its stderr if it fails.
-    fn virsh(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.virsh_on(&self.socket, args);
-        assert!(ok, "virsh {args:?} failed: {err}");
-        out
-    }
-
-    fn console(&self) -> String {
-        read_lossy(&self.dir.path("console.log"))
-    }
-
-    /// Polls `virsh domstate --reason` until it reads `want`.
-    fn wait_for_state(&self, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let state = self.virsh(&["domstate", NAME, "--reason"]);
-            if state.trim() == want {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "domain stayed {state:?}, wanted {want:?}; console:\n{}",
-                self.console()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn wait_for_console(&self, needle: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.console().matches(needle).count() < count {
-            assert!(
-                Instant::now() < deadline,
-                "no {count}x {needle:?}; console:\n{}",
-                self.console()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Event callbacks clients have registered so far (the VMM logs each at info level).
-    fn registered_callbacks(&self) -> usize {
-        read_lossy(&self.dir.path("stderr.log"))
-            .matches("event callback")
-            .count()
-    }
-
-    /// `virsh event --all --loop` on this VM, registered before it returns.
-    fn watch_events(&self) -> Child {
-        let before = self.registered_callbacks();
-        let watcher = Command::new("virsh")
-            .arg("-c")
-            .arg(Self::uri(&self.socket))
-            .args(["event", "--all", "--loop", "--timeout", "60"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // `--all` registers one callback per event kind that libvirt 9.0 has.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.registered_callbacks() < before + EVENT_KINDS {
-            assert!(Instant::now() < deadline, "virsh event did not register");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        watcher
-    }
-
-    fn ticks(&self) -> usize {
-        read_lossy(&self.dir.path("console.log"))
-            .matches("TICK")
-            .count()
-    }
-
-    /// The guest is still making progress at CPL3.
-    fn assert_guest_runs(&self) {
-        let before = self.ticks();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.ticks() <= before {
-            assert!(Instant::now() < deadline, "the guest stopped ticking");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Managed {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        if common::wait_timeout(&mut self.child, Duration::from_secs(10)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Stops a `watch_events` watcher; returns what it printed.
-fn stop_watching(watcher: Child) -> String {
-    // SAFETY: kill(2) on the event watcher we started.
-    unsafe { libc::kill(watcher.id() as i32, libc::SIGINT) };
-    let out = watcher.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn clients_available(test: &str) -> bool {
-    if !kvm_available(test) {
-        return false;
-    }
-    if !Path::new("/usr/bin/virsh").exists() {
-        return skip(
-            test,
-            "virsh is not installed (apt-get install libvirt-clients)",
-        );
-    }
-    true
-}
-
-/// Runs a libvirt-python script with Debian's python3; panics unless it prints `ok_line`.
-fn run_python(script: &str, ok_line: &str) {
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains(ok_line),
-        "stdout: {text}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// virsh and KVM, and libvirt-python for Debian's python3.
-fn python_available(test: &str) -> bool {
-    if !clients_available(test) {
-        return false;
-    }
-    let imports = Command::new("/usr/bin/python3")
-        .args(["-c", "import libvirt"])
-        .status()
-        .is_ok_and(|s| s.success());
-    imports
-        || skip(
-            test,
-            "libvirt-python is not installed (apt-get install python3-libvirt)",
-        )
 }
 
 #[test]
@@ -776,7 +553,11 @@ fn virsh_pins_vcpus_and_the_emulator() {
     let Some((a, b)) = two_host_cpus("virsh_pins_vcpus_and_the_emulator") else {
         return;
     };
-    let vm = Managed::spawn("pinning", TICKING, &["--cpus", "2"], &[]);
+    let vm = Managed::spawn(
+        "pinning",
+        &["--memory", "64M", "--cmdline", TICKING, "--cpus", "2"],
+        &[],
+    );
     vm.wait_for_console("TICK", 1);
 
     // The answers are the threads' real affinities.
@@ -877,7 +658,11 @@ fn libvirt_python_reads_and_moves_vcpus() {
     }
     let allowed = common::allowed_cpus();
     let last = allowed[allowed.len() - 1];
-    let vm = Managed::spawn("python-pin", TICKING, &["--cpus", "2"], &[]);
+    let vm = Managed::spawn(
+        "python-pin",
+        &["--memory", "64M", "--cmdline", TICKING, "--cpus", "2"],
+        &[],
+    );
     let script = format!(
         r#"
 import libvirt
@@ -912,7 +697,11 @@ fn pins_outside_the_process_cpus_are_refused() {
     let Some((a, b)) = two_host_cpus("pins_outside_the_process_cpus_are_refused") else {
         return;
     };
-    let vm = Managed::spawn("confined", TICKING, &[], &["taskset", "-c", &a]);
+    let vm = Managed::spawn(
+        "confined",
+        &["--memory", "64M", "--cmdline", TICKING],
+        &["taskset", "-c", &a],
+    );
     let (ok, _, err) = vm.virsh_on(&vm.socket, &["vcpupin", NAME, "0", &b]);
     assert!(
         !ok && err.contains(&format!(
