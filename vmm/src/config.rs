@@ -9,10 +9,10 @@ use mgmt::cpuset::CpuSet;
 
 use crate::placement::{CpuTune, VcpuPlacement};
 
-/// Smallest guest the loader can lay out: low memory tables plus an image at 1 MiB.
-pub const MIN_MEMORY: u64 = 8 << 20;
-/// KVM on x86_64 allows at most this many vCPUs in our MP table (APIC ids 0..=253 plus the IOAPIC).
-pub const MAX_VCPUS: u8 = 254;
+/// The guest map's limits: the smallest RAM it lays out, and the most vCPUs its MP table and
+/// MADT describe.
+pub use crate::arch::x86_64::layout::MIN_MEMORY;
+pub use crate::arch::x86_64::mptable::MAX_CPUS as MAX_VCPUS;
 
 /// Where the guest's serial console goes.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use kvm_ioctls::VcpuFd;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::x86_64::cpuid::{add_timing_leaf, filter_cpuid};
+use crate::arch::x86_64::layout;
 use crate::config::VmConfig;
 use crate::main_loop::{self, AioContext, Requests, ShutdownCause};
 use crate::placement::CpuPinning;
@@ -118,7 +119,7 @@ impl Machine {
 
         let router = GsiRouter::new(vm.fd().clone());
         let ioapic = Arc::new(Mutex::new(Ioapic::new(Box::new(router))));
-        mmio.insert(ioapic.clone(), legacy::IOAPIC_BASE, legacy::IOAPIC_SIZE)
+        mmio.insert(ioapic.clone(), layout::IOAPIC_START, legacy::IOAPIC_SIZE)
             .map_err(|e| dev(&e))?;
 
         let mut virtio = Vec::new();

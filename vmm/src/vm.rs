@@ -98,7 +98,7 @@ impl Vm {
         let fd = kvm.create_vm().map_err(Error::CreateVm)?;
         fd.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
             .map_err(|e| Error::Setup("KVM_SET_TSS_ADDR", e))?;
-        fd.set_identity_map_address(layout::KVM_IDENTITY_MAP_START)
+        fd.set_identity_map_address(layout::KVM_IDENTITY_MAP)
             .map_err(|e| Error::Setup("KVM_SET_IDENTITY_MAP_ADDR", e))?;
         let split = kvm_enable_cap {
             cap: KVM_CAP_SPLIT_IRQCHIP,

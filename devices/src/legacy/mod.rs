@@ -21,5 +21,5 @@ pub const I8042_SIZE: u64 = 5;
 /// QEMU's isa-debug-exit default port: a guest write of STATUS ends the VM with STATUS.
 pub const DEBUG_EXIT_BASE: u64 = 0x501;
 pub const DEBUG_EXIT_SIZE: u64 = 2;
-pub const IOAPIC_BASE: u64 = 0xfec0_0000;
+/// The IOAPIC's register window (the machine's memory map places it).
 pub const IOAPIC_SIZE: u64 = 0x1000;

@@ -41,8 +41,6 @@ pub const APIC_START: u64 = 0xfee0_0000;
 /// KVM's real-mode TSS (three pages) and identity-map page, inside the gap.
 pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
 pub const KVM_IDENTITY_MAP: u64 = 0xfffb_c000;
-/// Older name of KVM_IDENTITY_MAP, still used by vm.rs.
-pub const KVM_IDENTITY_MAP_START: u64 = KVM_IDENTITY_MAP;
 /// Smallest guest RAM the layout supports (boot tables, kernel at 1 MiB, some room).
 pub const MIN_MEMORY: u64 = 8 << 20;
 
