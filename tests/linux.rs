@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use common::managed::{clients_available, python_available, run_python, Managed, NAME};
 use common::{kvm_available, report_value, NetNs, TempDir, VmmRun};
 
 /// Why Linux boot tests cannot run on this host, if they cannot.
@@ -175,9 +176,13 @@ fn debian_kernel_boots_to_init_and_reboots_out() {
         &with_guest(
             &guest,
             &[
+                "--cpus",
+                "1",
                 "--memory",
                 "512M",
                 "--no-reboot",
+                "--log-level",
+                "info",
                 "--cmdline",
                 "console=ttyS0 reboot=acpi panic=-1 linux.end=reboot",
             ],
@@ -186,6 +191,13 @@ fn debian_kernel_boots_to_init_and_reboots_out() {
     .finish_within(LINUX_TIMEOUT);
     r.assert_success();
     r.assert_console_has(&["LINUX-GUEST-OK", "LINUX-GUEST-DONE", "memory: "]);
+    assert_eq!(report_value(&r.serial, "cpus:"), Some("1"));
+    assert!(
+        r.stderr
+            .contains("guest reset through the ACPI reset register"),
+        "stderr:\n{}",
+        r.stderr
+    );
 }
 
 /// A guest that stays up (`linux.end=wait`) powers off through S5 when the ACPI power button
@@ -201,6 +213,8 @@ fn debian_kernel_powers_off_on_the_power_button() {
         &with_guest(
             &guest,
             &[
+                "--cpus",
+                "4",
                 "--memory",
                 "512M",
                 "--on-sigterm",
@@ -218,6 +232,7 @@ fn debian_kernel_powers_off_on_the_power_button() {
         !console.contains("acpid: no input device open"),
         "nothing would hear the button:\n{console}"
     );
+    assert_eq!(report_value(&console, "cpus:"), Some("4"));
     run.signal(libc::SIGTERM);
     let r = run.finish_within(LINUX_TIMEOUT);
     r.assert_success();
@@ -227,4 +242,144 @@ fn debian_kernel_powers_off_on_the_power_button() {
         "stderr:\n{}",
         r.stderr
     );
+}
+
+/// A guest that stays up, with an ext4 disk and a NIC, reporting both on every boot.
+const MANAGED_CMDLINE: &str = "console=ttyS0 panic=-1 linux.end=wait linux.mount=vda \
+     linux.ip=10.0.2.15/24 linux.peer=10.0.2.1";
+
+/// A managed Linux guest (2 vCPUs, 512 MiB, a writable ext4 disk, a tap in `ns`).
+fn managed_linux(tag: &str, guest: &[String], disk: &str, ns: &NetNs) -> Managed {
+    let args = with_guest(
+        guest,
+        &[
+            "--cpus",
+            "2",
+            "--memory",
+            "512M",
+            "--disk",
+            disk,
+            "--net",
+            "tap=tap0",
+            "--cmdline",
+            MANAGED_CMDLINE,
+        ],
+    );
+    Managed::spawn(tag, &args, &["ip", "netns", "exec", &ns.name]).with_patience(LINUX_TIMEOUT)
+}
+
+/// The `boot`-th boot is up: it read its disk and pinged the host, and acpid holds the
+/// power button.
+fn assert_boot_works(vm: &Managed, boot: usize) {
+    vm.wait_for_console("LINUX-GUEST-WAITING", boot);
+    eprintln!("boot {boot} is up");
+    let console = vm.console();
+    for line in ["mount: vda VMM-LINUX-DISK", "ping: 10.0.2.1 ok"] {
+        assert_eq!(
+            console.matches(line).count(),
+            boot,
+            "boot {boot}: want {line:?} once per boot; console:\n{console}"
+        );
+    }
+    assert!(
+        !console.contains("acpid: no input device open"),
+        "nothing would hear the button:\n{console}"
+    );
+}
+
+/// Waits until the domain runs again (after a reboot its state reason may be either).
+fn wait_until_running(vm: &Managed) {
+    let deadline = std::time::Instant::now() + LINUX_TIMEOUT;
+    while vm.virsh(&["domstate", NAME]).trim() != "running" {
+        assert!(std::time::Instant::now() < deadline, "never running again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The disk, NIC and guest set-up the managed tests share, or None if they cannot run here.
+fn managed_setup(test: &str) -> Option<(Vec<String>, TempDir, String, NetNs)> {
+    let guest = linux_guest_for(test)?;
+    if !clients_available(test) {
+        return None;
+    }
+    let dir = TempDir::new("linux-managed-disk");
+    let disk = ext4_disk(&dir, "VMM-LINUX-DISK");
+    let ns = NetNs::new("linuxmgmt")?;
+    Some((guest, dir, format!("path={}", disk.display()), ns))
+}
+
+/// virsh through a Linux guest's whole lifecycle: suspend/resume, reboot (power button, S5,
+/// reset), reset, destroy and start, shutdown. After each restart the new boot reads its disk
+/// and reaches the host through its NIC again: every device was reset with the machine, so
+/// nothing of the old boot's queues survives into the new one.
+#[test]
+fn virsh_manages_a_linux_guest() {
+    let Some((guest, _dir, disk, ns)) = managed_setup("virsh_manages_a_linux_guest") else {
+        return;
+    };
+    let vm = managed_linux("linux-virsh", &guest, &disk, &ns);
+    assert_boot_works(&vm, 1);
+    vm.virsh(&["suspend", NAME]);
+    vm.wait_for_state("paused (user)");
+    vm.virsh(&["resume", NAME]);
+    vm.wait_for_state("running (unpaused)");
+
+    vm.virsh(&["reboot", NAME]);
+    assert_boot_works(&vm, 2);
+    wait_until_running(&vm);
+
+    vm.virsh(&["reset", NAME]);
+    assert_boot_works(&vm, 3);
+
+    vm.virsh(&["destroy", NAME]);
+    vm.wait_for_state("shut off (destroyed)");
+    vm.virsh(&["start", NAME]);
+    assert_boot_works(&vm, 4);
+
+    vm.virsh(&["shutdown", NAME]);
+    vm.wait_for_state("shut off (shutdown)");
+    let console = vm.console();
+    assert_eq!(
+        console.matches("power button: powering off").count(),
+        2,
+        "the reboot and the shutdown each press the button once:\n{console}"
+    );
+}
+
+/// The same lifecycle through libvirt-python's virDomain calls.
+#[test]
+fn libvirt_python_manages_a_linux_guest() {
+    let test = "libvirt_python_manages_a_linux_guest";
+    let Some((guest, _dir, disk, ns)) = managed_setup(test) else {
+        return;
+    };
+    if !python_available(test) {
+        return;
+    }
+    let vm = managed_linux("linux-python", &guest, &disk, &ns);
+    let uri = Managed::uri(&vm.socket);
+    let call = |code: &str| {
+        eprintln!("libvirt-python: {code}");
+        let script = format!(
+            "import libvirt\n\
+             c = libvirt.open('{uri}')\n\
+             d = c.lookupByName('{NAME}')\n\
+             {code}\n\
+             print('PYTHON-STEP-OK')\n"
+        );
+        run_python(&script, "PYTHON-STEP-OK");
+    };
+    assert_boot_works(&vm, 1);
+    call("d.suspend()\nassert d.state()[0] == libvirt.VIR_DOMAIN_PAUSED, d.state()");
+    call("d.resume()\nassert d.state()[0] == libvirt.VIR_DOMAIN_RUNNING, d.state()");
+    call("d.reboot(0)");
+    assert_boot_works(&vm, 2);
+    wait_until_running(&vm);
+    call("d.reset(0)");
+    assert_boot_works(&vm, 3);
+    call("d.destroy()\nassert d.state() == [libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED], d.state()");
+    call("d.create()\nassert d.isActive() == 1");
+    assert_boot_works(&vm, 4);
+    call("d.shutdown()");
+    vm.wait_for_state("shut off (shutdown)");
 }

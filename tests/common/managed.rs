@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{kvm_available, read_lossy, skip, wait_timeout, TempDir, BOOT_TIMEOUT, VMM};
+use super::{
+    kill_and_reap, kvm_available, read_lossy, skip, wait_timeout, TempDir, BOOT_TIMEOUT, VMM,
+};
 
 pub const NAME: &str = "testvm";
 pub const UUID: &str = "6695eb01-f6a4-8304-79aa-97f2502e193f";
@@ -186,8 +188,10 @@ impl Drop for Managed {
         // SAFETY: kill(2) on our child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         if wait_timeout(&mut self.child, Duration::from_secs(10)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            let stuck = kill_and_reap(&mut self.child);
+            if !stuck.is_empty() {
+                eprintln!("vmm pid {}{stuck}", self.child.id());
+            }
         }
     }
 }

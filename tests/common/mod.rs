@@ -355,10 +355,9 @@ impl VmmRun {
     /// `finish` with a timeout of the caller's (a Linux boot under nested KVM takes minutes).
     pub fn finish_within(mut self, timeout: Duration) -> Finished {
         let status = wait_timeout(&mut self.child, timeout).unwrap_or_else(|| {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            let stuck = kill_and_reap(&mut self.child);
             panic!(
-                "vmm did not exit; console:\n{}\nstderr:\n{}",
+                "vmm did not exit{stuck}; console:\n{}\nstderr:\n{}",
                 self.serial_text(),
                 read_lossy(&self.stderr)
             )
@@ -374,8 +373,10 @@ impl VmmRun {
 impl Drop for VmmRun {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            let stuck = kill_and_reap(&mut self.child);
+            if !stuck.is_empty() {
+                eprintln!("vmm pid {}{stuck}", self.child.id());
+            }
         }
     }
 }
@@ -383,6 +384,30 @@ impl Drop for VmmRun {
 /// Runs to completion and returns the result.
 pub fn run_to_end(tag: &str, args: &[&str]) -> Finished {
     VmmRun::start(tag, args).finish()
+}
+
+/// SIGKILLs `child` and reaps it, waiting at most 10 s: a process stuck in the kernel (seen
+/// once with nested KVM in the lane) must fail the test, not hang the suite. Returns "" once
+/// reaped, else what its threads are blocked in.
+pub fn kill_and_reap(child: &mut Child) -> String {
+    let _ = child.kill();
+    if wait_timeout(child, Duration::from_secs(10)).is_some() {
+        return String::new();
+    }
+    let tasks = format!("/proc/{}/task", child.id());
+    let mut report = String::from(" and could not be reaped after SIGKILL; its threads:");
+    for task in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+        let path = task.path();
+        let status = read_lossy(&path.join("status"));
+        let state = status
+            .lines()
+            .find(|l| l.starts_with("State:"))
+            .unwrap_or("");
+        let wchan = read_lossy(&path.join("wchan"));
+        let stack = read_lossy(&path.join("stack"));
+        report += &format!("\n  {}: {state} wchan={wchan}\n{stack}", path.display());
+    }
+    report
 }
 
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
