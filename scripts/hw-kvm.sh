@@ -86,16 +86,26 @@ started=$SECONDS
 lane_status=0
 # Through pipes: QEMU reopens /proc/self/fd/1 and 2 for L1's output, which truncates them when
 # they are files (a CI log redirected to a file would lose everything before the lane).
+# L1's kernel log goes to a second UART, kept in a host file: virtme-ng sends the first to
+# /dev/null when its output is not a terminal, and an L1 that dies must say why.
+console=$share/l1-console.log
 PATH=$venv/bin:$PATH timeout -k 30 "$limit" vng --run "$kernel" --disable-kvm --disable-microvm \
-    --cpus "$cpus" --memory "$memory" --qemu-opts="-cpu max" "${rw[@]}" \
+    --cpus "$cpus" --memory "$memory" --qemu-opts="-cpu max -serial file:$console" \
+    --append "console=ttyS1 loglevel=4" "${rw[@]}" \
     --exec "bash $share/run.sh" </dev/null 2> >(cat >&2) | cat || lane_status=$?
 log "L1 finished in $((SECONDS - started)) s"
+show_l1_console() {
+    log "the last lines of L1's kernel log:"
+    tail -n 60 "$console" >&2 2>/dev/null || true
+}
 if ((lane_status == 124 || lane_status == 137)); then
     log "stopped after $limit s"
+    show_l1_console
     exit 124
 fi
 if [[ ! -s $share/status ]]; then
     log "the command left no exit status (L1 did not boot or crashed)"
+    show_l1_console
     exit 125
 fi
 exit "$(cat "$share/status")"

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use devices::bus::Bus;
 use devices::legacy::Ioapic;
-use kvm_bindings::{kvm_mp_state, kvm_run, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED};
+use kvm_bindings::{
+    kvm_lapic_state, kvm_mp_state, kvm_run, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED,
+};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use mgmt::cpuset::CpuSet;
 use vm_memory::GuestMemoryMmap;
@@ -311,6 +313,7 @@ impl VcpuGroup {
                 boot_generation: 0,
                 affinity: cpus.clone(),
                 ran: false,
+                power_on_lapic: None,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
@@ -442,6 +445,8 @@ struct VcpuThread {
     affinity: CpuSet,
     /// It has been through KVM_RUN once.
     ran: bool,
+    /// KVM's LAPIC state of the new vCPU, put back on every reset.
+    power_on_lapic: Option<kvm_lapic_state>,
 }
 
 impl VcpuThread {
@@ -501,12 +506,32 @@ impl VcpuThread {
     }
 
     /// The boot CPU starts at the kernel entry; the others wait for INIT/SIPI in the LAPIC.
-    fn load_boot_state(&self, entry: &BootEntry) -> Result<(), String> {
+    /// After a reset the vCPU first goes back to its power-on state: KVM has no ioctl for that,
+    /// so the LAPIC is restored from the copy taken before the first boot, and the MSRs and
+    /// pending events a guest changes are put back (QEMU's kvm_arch_reset_vcpu, in small).
+    fn load_boot_state(&mut self, entry: &BootEntry) -> Result<(), String> {
+        let bootstrap = self.index == 0;
+        match &self.power_on_lapic {
+            Some(lapic) => {
+                regs::reset_msrs(&self.fd, bootstrap);
+                self.fd
+                    .set_lapic(lapic)
+                    .map_err(|e| format!("KVM_SET_LAPIC: {e}"))?;
+                regs::clear_events(&self.fd).map_err(|e| e.to_string())?;
+            }
+            None => {
+                let lapic = self
+                    .fd
+                    .get_lapic()
+                    .map_err(|e| format!("KVM_GET_LAPIC: {e}"))?;
+                self.power_on_lapic = Some(lapic);
+            }
+        }
         let mem = &self.ctx.memory;
         regs::setup_msrs(&self.fd).map_err(|e| e.to_string())?;
         regs::setup_fpu(&self.fd).map_err(|e| e.to_string())?;
         regs::set_lint(&self.fd).map_err(|e| e.to_string())?;
-        let mp_state = if self.index == 0 {
+        let mp_state = if bootstrap {
             regs::setup_regs(&self.fd, entry).map_err(|e| e.to_string())?;
             regs::setup_sregs(mem, &self.fd, entry).map_err(|e| e.to_string())?;
             KVM_MP_STATE_RUNNABLE

@@ -3,6 +3,7 @@
 
 use kvm_bindings::{
     kvm_fpu, kvm_lapic_state, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, Msrs,
+    KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_SHADOW,
 };
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
@@ -72,6 +73,18 @@ const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 const MSR_IA32_TSC: u32 = 0x10;
 const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
 const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
+const MSR_IA32_APIC_BASE: u32 = 0x1b;
+const MSR_IA32_CR_PAT: u32 = 0x277;
+// KVM's paravirtual MSRs that make the host write guest memory (kvmclock, steal time, async
+// page faults, PV EOI): left set across a reset, KVM would keep writing the old boot's
+// addresses in the new boot's RAM.
+const MSR_KVM_SYSTEM_TIME: u32 = 0x12;
+const MSR_KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
+const MSR_KVM_ASYNC_PF_EN: u32 = 0x4b56_4d02;
+const MSR_KVM_STEAL_TIME: u32 = 0x4b56_4d03;
+const MSR_KVM_PV_EOI_EN: u32 = 0x4b56_4d04;
+/// The power-on PAT (SDM vol. 3, 13.12.4): WB, WT, UC-, UC, repeated.
+const PAT_POWER_ON: u64 = 0x0007_0406_0007_0406;
 const MISC_ENABLE_FAST_STRING: u64 = 1;
 const MTRR_ENABLE: u64 = 1 << 11;
 const MTRR_TYPE_WRBACK: u64 = 6;
@@ -224,7 +237,31 @@ pub fn boot_msrs() -> [(u32, u64); 11] {
 }
 
 pub fn setup_msrs(vcpu: &VcpuFd) -> Result<()> {
-    let wanted = boot_msrs();
+    write_msrs(vcpu, &boot_msrs())
+}
+
+/// MSRs a reset must return to their power-on values, which boot_msrs leaves alone because a
+/// fresh vCPU already has them: the local APIC back in xAPIC mode at its usual address, the
+/// PAT, and KVM's paravirtual MSRs off. KVM may lack some (PV features are optional), so they
+/// are written one by one and a refusal is only logged.
+pub fn reset_msrs(vcpu: &VcpuFd, bootstrap: bool) {
+    let apic_base = APIC_START | APIC_BASE_ENABLE | if bootstrap { APIC_BASE_BSP } else { 0 };
+    for (index, data) in [
+        (MSR_IA32_APIC_BASE, apic_base),
+        (MSR_IA32_CR_PAT, PAT_POWER_ON),
+        (MSR_KVM_SYSTEM_TIME, 0),
+        (MSR_KVM_SYSTEM_TIME_NEW, 0),
+        (MSR_KVM_ASYNC_PF_EN, 0),
+        (MSR_KVM_STEAL_TIME, 0),
+        (MSR_KVM_PV_EOI_EN, 0),
+    ] {
+        if let Err(e) = write_msrs(vcpu, &[(index, data)]) {
+            log::debug!("reset: MSR {index:#x} not reset: {e}");
+        }
+    }
+}
+
+fn write_msrs(vcpu: &VcpuFd, wanted: &[(u32, u64)]) -> Result<()> {
     let entries: Vec<kvm_msr_entry> = wanted
         .iter()
         .map(|&(index, data)| kvm_msr_entry {
@@ -242,6 +279,20 @@ pub fn setup_msrs(vcpu: &VcpuFd) -> Result<()> {
         Some(&(refused, _)) => Err(Error::MsrRefused(refused)),
         None => Ok(()),
     }
+}
+
+/// Drops whatever exception, interrupt or NMI the previous boot left pending or being
+/// injected, and the interrupt shadow.
+pub fn clear_events(vcpu: &VcpuFd) -> Result<()> {
+    let mut events = vcpu
+        .get_vcpu_events()
+        .map_err(|e| Error::Kvm("KVM_GET_VCPU_EVENTS", e))?;
+    events.exception = Default::default();
+    events.interrupt = Default::default();
+    events.nmi = Default::default();
+    events.flags = KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SHADOW;
+    vcpu.set_vcpu_events(&events)
+        .map_err(|e| Error::Kvm("KVM_SET_VCPU_EVENTS", e))
 }
 
 fn lapic_reg(state: &kvm_lapic_state, offset: usize) -> u32 {
