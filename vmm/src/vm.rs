@@ -125,6 +125,7 @@ impl Vm {
             // for as long as the VM fd (and so the slot) exists.
             unsafe { fd.set_user_memory_region(region) }
                 .map_err(|e| Error::Setup("KVM_SET_USER_MEMORY_REGION", e))?;
+            advise_huge_pages(host, region.memory_size);
         }
         Ok(Vm {
             kvm,
@@ -210,6 +211,26 @@ impl MsiRouter for GsiRouter {
         if let Err(e) = self.commit(&routes) {
             log::error!("KVM_SET_GSI_ROUTING failed: {e}");
         }
+    }
+}
+
+
+/// Asks for transparent huge pages on guest RAM, as QEMU does for every RAM block: with
+/// nested paging each 4 KiB host fault is a VM exit, and a Linux boot takes tens of thousands
+/// of them (measured in the nested lane: 31 K faults, QEMU 1.5 K). Best effort: a host with
+/// THP off refuses, and the guest runs on small pages.
+fn advise_huge_pages(host: *mut u8, len: u64) {
+    let Ok(len) = usize::try_from(len) else {
+        return;
+    };
+    // SAFETY: [host, host + len) is one region of the guest memory mapping; MADV_HUGEPAGE
+    // only changes how the kernel backs it, never its contents.
+    let rc = unsafe { libc::madvise(host.cast(), len, libc::MADV_HUGEPAGE) };
+    if rc != 0 {
+        log::debug!(
+            "guest RAM: no transparent huge pages: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
