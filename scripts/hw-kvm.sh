@@ -71,7 +71,6 @@ share=$(mktemp -d /tmp/hw-kvm.XXXXXX)
 trap 'rm -rf "$share"' EXIT
 {
     echo "set -u"
-    echo "dmesg -w >$(printf %q "$share")/l1-dmesg.log 2>&1 &"
     echo "modprobe kvm_amd && modprobe tun || { echo 'hw-kvm: no kvm_amd in L1' >&2; echo 125 >$(printf %q "$share")/status; exit; }"
     printf 'export CI=%q RUST_BACKTRACE=%q\n' "${CI:-}" "${RUST_BACKTRACE:-}"
     printf 'cd %q\n' "$PWD"
@@ -87,24 +86,19 @@ started=$SECONDS
 lane_status=0
 # Through pipes: QEMU reopens /proc/self/fd/1 and 2 for L1's output, which truncates them when
 # they are files (a CI log redirected to a file would lose everything before the lane).
-PATH=$venv/bin:$PATH timeout -k 30 "$limit" vng --run "$kernel" --disable-kvm --disable-microvm \
-    --cpus "$cpus" --memory "$memory" --qemu-opts="-cpu max" "${rw[@]}" \
+# --verbose puts L1's kernel console on stderr (virtme-ng sends it to /dev/null otherwise), and
+# loglevel=4 keeps it to warnings, errors and panics: an L1 that dies must say why.
+PATH=$venv/bin:$PATH timeout -k 30 "$limit" vng --verbose --run "$kernel" --disable-kvm \
+    --disable-microvm --cpus "$cpus" --memory "$memory" --qemu-opts="-cpu max" \
+    --append "loglevel=4" "${rw[@]}" \
     --exec "bash $share/run.sh" </dev/null 2> >(cat >&2) | cat || lane_status=$?
 log "L1 finished in $((SECONDS - started)) s"
-# What L1's kernel said before it died or was stopped (its console is /dev/null when virtme-ng
-# is not on a terminal; a panic or triple fault itself leaves no line).
-show_l1_console() {
-    log "the last lines of L1's kernel log:"
-    tail -n 60 "$share/l1-dmesg.log" >&2 2>/dev/null || true
-}
 if ((lane_status == 124 || lane_status == 137)); then
     log "stopped after $limit s"
-    show_l1_console
     exit 124
 fi
 if [[ ! -s $share/status ]]; then
     log "the command left no exit status (L1 did not boot or crashed)"
-    show_l1_console
     exit 125
 fi
 exit "$(cat "$share/status")"
