@@ -165,17 +165,6 @@ fn initrd_is_loaded_and_announced_by_both_protocols() {
     }
 }
 
-/// Whether KVM here is hardware-style (VMX/SVM), where the guest's CPL3 can enter CPL0.
-fn hardware_kvm() -> bool {
-    std::path::Path::new("/sys/module/kvm_intel").exists()
-        || std::path::Path::new("/sys/module/kvm_amd").exists()
-        || std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
-            c.lines()
-                .filter(|l| l.starts_with("flags"))
-                .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
-        })
-}
-
 /// User plus system CPU time of process `pid` so far (all its threads), from /proc/PID/stat.
 fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
@@ -215,7 +204,7 @@ fn end_halt_idles_the_host_cpu_where_cpl0_entry_works() {
         share * 100.0
     );
     let cpl0 = report_value(&console, "cpl0:").unwrap_or("");
-    if hardware_kvm() {
+    if common::hardware_kvm() {
         assert!(cpl0.starts_with("from_cpl3=yes"), "{console}");
         assert!(
             console.contains("halt: cpl0 (int 0x80, then cli; hlt)\n"),

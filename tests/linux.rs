@@ -20,15 +20,7 @@ fn skip_reason() -> Option<String> {
     if std::env::var_os("VMM_LINUX_TESTS").is_some() {
         return None;
     }
-    let hw_module = ["kvm_intel", "kvm_amd"]
-        .iter()
-        .any(|m| std::path::Path::new("/sys/module").join(m).exists());
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let hw_flag = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
-    if hw_module || hw_flag {
+    if common::hardware_kvm() {
         return None;
     }
     let pvm = std::path::Path::new("/sys/module/kvm_pvm").exists();

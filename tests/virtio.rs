@@ -6,17 +6,6 @@ use std::process::Command;
 
 use common::{kvm_available, run_to_end};
 
-/// Whether KVM here is hardware-style (VMX/SVM), where the guest's CPL3 can enter CPL0.
-fn hardware_kvm() -> bool {
-    std::path::Path::new("/sys/module/kvm_intel").exists()
-        || std::path::Path::new("/sys/module/kvm_amd").exists()
-        || std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
-            c.lines()
-                .filter(|l| l.starts_with("flags"))
-                .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
-        })
-}
-
 #[test]
 fn guest_reads_entropy_from_virtio_rng() {
     if !kvm_available("guest_reads_entropy_from_virtio_rng") {
@@ -47,7 +36,7 @@ fn guest_reads_entropy_from_virtio_rng() {
         let taken = "TEST virtio-irq PASS pin=5 vector=0x41 path=interrupt pending_before=false delivered=true pending_after=false";
         let pending =
             "TEST virtio-irq PASS pin=5 vector=0x41 path=irr pending_before=false pending_after=true";
-        if hardware_kvm() {
+        if common::hardware_kvm() {
             r.assert_console_has(&[taken, "cpl0: from_cpl3=yes"]);
         } else if common::kvm_is_pvm() {
             r.assert_console_has(&[pending, "cpl0: from_cpl3=no"]);

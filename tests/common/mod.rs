@@ -44,6 +44,19 @@ pub fn kvm_is_pvm() -> bool {
     Path::new("/sys/module/kvm_pvm").exists()
 }
 
+/// Whether KVM here is hardware-style (VMX/SVM: kvm_intel or kvm_amd, or the CPU flags), where
+/// guest CPL0 code runs natively and CPL3 can enter it.
+pub fn hardware_kvm() -> bool {
+    ["kvm_intel", "kvm_amd"]
+        .iter()
+        .any(|m| Path::new("/sys/module").join(m).exists())
+        || std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
+            c.lines()
+                .filter(|l| l.starts_with("flags"))
+                .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+        })
+}
+
 /// Threads that keep every host CPU busy while they live (a CPU hog, like
 /// `stress-ng --cpu N`).
 pub struct CpuHog {

@@ -214,7 +214,6 @@ impl MsiRouter for GsiRouter {
     }
 }
 
-
 /// Asks for transparent huge pages on guest RAM, as QEMU does for every RAM block: with
 /// nested paging each 4 KiB host fault is a VM exit, and a Linux boot takes tens of thousands
 /// of them (measured in the nested lane: 31 K faults, QEMU 1.5 K). Best effort: a host with
