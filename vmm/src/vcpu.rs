@@ -28,7 +28,7 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::affinity::{self, Tid};
 use crate::arch::x86_64::regs::{self, BootEntry};
-use crate::main_loop::{Requests, ShutdownCause};
+use crate::main_loop::{requests, Requests, ShutdownCause};
 
 /// Exit status the VMM reports when a vCPU failed in a way the guest cannot recover from.
 pub const EXIT_STATUS_VCPU_FAILURE: i32 = 3;
@@ -543,8 +543,20 @@ impl VcpuThread {
             .map_err(|e| format!("KVM_SET_MP_STATE: {e}"))
     }
 
+    /// A write that asked to end or reset the machine parks this vCPU until the loop acts.
+    fn after_device_write() -> Next {
+        if requests::take_stop_filed() {
+            Next::Park
+        } else {
+            Next::Run
+        }
+    }
+
     /// Runs the guest until one exit and handles it.
     fn run_once(&mut self) -> Next {
+        // Only a request filed while handling this exit counts (a triple fault's reset, say,
+        // is handled by its own arm).
+        requests::take_stop_filed();
         let exit = match self.fd.run() {
             Ok(exit) => exit,
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
@@ -562,7 +574,7 @@ impl VcpuThread {
                 if !self.ctx.pio_bus.write(u64::from(port), data) {
                     log::debug!("vcpu{}: write to unassigned port {port:#x}", self.index);
                 }
-                Next::Run
+                Self::after_device_write()
             }
             VcpuExit::IoIn(port, data) => {
                 if !self.ctx.pio_bus.read(u64::from(port), data) {
@@ -574,7 +586,7 @@ impl VcpuThread {
                 if !self.ctx.mmio_bus.write(addr, data) {
                     log::debug!("vcpu{}: write to unassigned MMIO {addr:#x}", self.index);
                 }
-                Next::Run
+                Self::after_device_write()
             }
             VcpuExit::MmioRead(addr, data) => {
                 if !self.ctx.mmio_bus.read(addr, data) {

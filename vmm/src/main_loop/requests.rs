@@ -2,6 +2,7 @@
 //! loop; `main_loop_should_exit` consumes them in QEMU's order. Threads that need to know the
 //! outcome wait on the published run state.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -25,6 +26,23 @@ pub enum ShutdownCause {
     GuestPanic,
     SubsystemReset,
     SnapshotLoad,
+}
+
+thread_local! {
+    /// This thread filed a shutdown or reset since it last looked (see `take_stop_filed`).
+    static STOP_FILED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the calling thread filed a shutdown or reset request since the last call. A vCPU
+/// whose device access (debug-exit, S5, a reset register) asked to end or reset the machine
+/// stops there, as QEMU's cpu_stop_current does, instead of running on into what the guest
+/// does after such a write (its fallbacks) until the loop gets to it.
+pub fn take_stop_filed() -> bool {
+    STOP_FILED.with(|filed| filed.replace(false))
+}
+
+fn note_stop_filed() {
+    STOP_FILED.with(|filed| filed.set(true));
 }
 
 /// What has been asked and not yet handled.
@@ -139,6 +157,7 @@ impl Requests {
 
     /// Ends the VM. The first cause filed wins until it is handled.
     pub fn shutdown_request(&self, cause: ShutdownCause) -> Ticket {
+        note_stop_filed();
         self.file(|p| {
             p.shutdown.get_or_insert((cause, None));
         })
@@ -146,12 +165,14 @@ impl Requests {
 
     /// Ends the VM with an exit status (the guest's debug-exit port).
     pub fn shutdown_request_with_status(&self, cause: ShutdownCause, status: i32) -> Ticket {
+        note_stop_filed();
         self.file(|p| {
             p.shutdown.get_or_insert((cause, Some(status)));
         })
     }
 
     pub fn reset_request(&self, cause: ShutdownCause) -> Ticket {
+        note_stop_filed();
         self.file(|p| p.reset = Some(cause))
     }
 
