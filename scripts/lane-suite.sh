@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Runs integration test binaries one after another, each with --test-threads=1, and prints the
-# wall time of each. Meant for one nested-lane boot (scripts/hw-kvm.sh -- scripts/lane-suite.sh
-# BIN...), where one L1 serves every binary. Every binary runs even if an earlier one fails;
-# the status is 0 only if all passed.
+# Runs integration test binaries one after another, one test at a time, and prints the wall
+# time of each binary. Meant for one nested-lane boot (scripts/hw-kvm.sh --
+# scripts/lane-suite.sh BIN...), where one L1 serves every binary. Every test runs even if an
+# earlier one fails; the status is 0 only if all passed.
 #
 # Usage: scripts/lane-suite.sh [--record FILE] TEST-BINARY...
-#   --record FILE: each binary that passes is added to FILE, and binaries already in it are
-#   skipped, so a second lane after an L1 that died runs only what had not passed yet (FILE
-#   must be in a directory shared read-write with L1: hw-kvm.sh --rwdir).
+#   --record FILE: each test that passes is added to FILE (as BINARY::TEST), and tests already
+#   in it are skipped, so another lane after an L1 that died goes on from the test it was in
+#   (FILE must be in a directory shared read-write with L1: hw-kvm.sh --rwdir).
 set -uo pipefail
 
 record=/dev/null
@@ -21,21 +21,29 @@ failed=()
 summary=()
 for binary in "$@"; do
     name=$(basename "$binary" | sed 's/-[0-9a-f]*$//')
-    if grep -qxF "$binary" "$record"; then
-        echo "lane-suite: $name passed in an earlier lane; skipped" >&2
+    mapfile -t tests < <("$binary" --list --format terse 2>/dev/null | sed -n 's/: test$//p')
+    if ((${#tests[@]} == 0)); then
+        echo "lane-suite: $name lists no tests" >&2
+        failed+=("$name")
         continue
     fi
-    echo "lane-suite: running $name" >&2
+    echo "lane-suite: running $name (${#tests[@]} tests)" >&2
     start=$(date +%s)
-    "$binary" --test-threads=1
-    status=$?
-    took=$(($(date +%s) - start))
-    summary+=("$name: status $status, ${took} s")
-    if ((status == 0)); then
-        echo "$binary" >>"$record"
-    else
-        failed+=("$name")
-    fi
+    bad=0
+    for test in "${tests[@]}"; do
+        key="$binary::$test"
+        if grep -qxF "$key" "$record"; then
+            echo "lane-suite: $name::$test passed in an earlier lane; skipped" >&2
+            continue
+        fi
+        if "$binary" --exact "$test" --test-threads=1; then
+            echo "$key" >>"$record"
+        else
+            bad=$((bad + 1))
+            failed+=("$name::$test")
+        fi
+    done
+    summary+=("$name: ${#tests[@]} tests, $bad failed, $(($(date +%s) - start)) s")
 done
 echo "lane-suite: wall times:" >&2
 printf '  %s\n' "${summary[@]}" >&2
