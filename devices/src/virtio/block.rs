@@ -540,6 +540,17 @@ mod tests {
         }
     }
 
+    impl Disk {
+        /// The disk as `--disk path=...,id=disk0[,readonly=on]` gives it.
+        fn config(&self, readonly: bool) -> BlockConfig {
+            BlockConfig {
+                path: self.path.clone(),
+                readonly,
+                id: "disk0".into(),
+            }
+        }
+    }
+
     impl Drop for Disk {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.path);
@@ -645,15 +656,7 @@ mod tests {
         let disk = Disk::new("rw", 16);
         let m = mem();
         let vq = MockSplitQueue::create(&m, GuestAddress(0x10000), 16);
-        let t = transport(
-            &m,
-            &vq,
-            BlockConfig {
-                path: disk.path.clone(),
-                readonly: false,
-                id: "disk0".into(),
-            },
-        );
+        let t = transport(&m, &vq, disk.config(false));
         m.write_slice(&[0xab; 512], GuestAddress(0x40000)).unwrap();
         header(&m, 0x30000, T_OUT, 1);
         header(&m, 0x30100, T_FLUSH, 0);
@@ -696,15 +699,7 @@ mod tests {
         let disk = Disk::new("drain", READS * u64::from(LEN) / SECTOR_SIZE);
         let m = mem();
         let vq = MockSplitQueue::create(&m, GuestAddress(0x10000), 16);
-        let t = transport(
-            &m,
-            &vq,
-            BlockConfig {
-                path: disk.path.clone(),
-                readonly: false,
-                id: "disk0".into(),
-            },
-        );
+        let t = transport(&m, &vq, disk.config(false));
         let buffers = 0x20_0000u64;
         let span = (READS * u64::from(LEN)) as usize;
         m.write_slice(&vec![0xff; span], GuestAddress(buffers))
