@@ -4,13 +4,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::managed::{
     clients_available, python_available, run_python, stop_watching, Managed, NAME, UUID,
 };
+use common::raw_rpc::{closed_without_reply, error_message, exchange, frame, REMOTE};
 use common::skip;
 
 /// The guest of most tests: ticking at CPL3, too busy to look at the power button.
@@ -343,62 +343,6 @@ fn thirty_two_clients_at_once() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("running"));
     }
     vm.assert_guest_runs();
-}
-
-/// A frame for the REMOTE program with `proc_` and `payload`.
-fn frame(
-    program: u32,
-    version: u32,
-    proc_: i32,
-    kind: i32,
-    serial: u32,
-    status: i32,
-    payload: &[u8],
-) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&((28 + payload.len()) as u32).to_be_bytes());
-    for v in [
-        program,
-        version,
-        proc_ as u32,
-        kind as u32,
-        serial,
-        status as u32,
-    ] {
-        f.extend_from_slice(&v.to_be_bytes());
-    }
-    f.extend_from_slice(payload);
-    f
-}
-
-const REMOTE: u32 = 0x2000_8086;
-
-/// Sends `bytes`, then reads one reply frame (None if the server closed the connection).
-fn exchange(socket: &Path, bytes: &[u8]) -> Option<(i32, Vec<u8>)> {
-    let mut s = UnixStream::connect(socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(bytes).unwrap();
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let len = u32::from_be_bytes(len) as usize;
-    let mut rest = vec![0u8; len.saturating_sub(4)];
-    s.read_exact(&mut rest).ok()?;
-    let status = i32::from_be_bytes([rest[20], rest[21], rest[22], rest[23]]);
-    Some((status, rest[24..].to_vec()))
-}
-
-fn error_message(payload: &[u8]) -> String {
-    let len = u32::from_be_bytes([payload[12], payload[13], payload[14], payload[15]]) as usize;
-    String::from_utf8_lossy(&payload[16..16 + len]).into_owned()
-}
-
-/// True if the server closed the connection without answering.
-fn closed_without_reply(socket: &Path, bytes: &[u8]) -> bool {
-    let mut s = UnixStream::connect(socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = s.write_all(bytes);
-    let mut buf = [0u8; 64];
-    matches!(s.read(&mut buf), Ok(0) | Err(_))
 }
 
 #[test]

@@ -14,9 +14,10 @@ use crate::protocol::{
 };
 use crate::protocol::{
     FEATURE_PROGRAM_KEEPALIVE, FEATURE_REMOTE_CLOSE_CALLBACK, FEATURE_REMOTE_EVENT_CALLBACK,
+    REMOTE_PROGRAM, REMOTE_VERSION,
 };
 use crate::server::{Callback, Client};
-use crate::wire::{self, Frame, Header, RemoteError, Status};
+use crate::wire::{self, Frame, Header, MessageType, RemoteError, Status};
 use crate::xdr::{XdrError, XdrReader, XdrWriter};
 
 /// The hypervisor type clients see (`virsh version`: "Using API: VMM ...").
@@ -316,6 +317,16 @@ fn find(number: i32) -> Option<&'static Procedure> {
 }
 
 /// True for calls that go to the priority workers.
+/// CONNECT_OPEN: the client's later calls are not parsed until it is answered, so none runs
+/// before the connection is open (priority workers would otherwise overtake it).
+pub(crate) fn is_barrier(header: &Header) -> bool {
+    header.program == REMOTE_PROGRAM
+        && header.version == REMOTE_VERSION
+        && header.procedure == p::CONNECT_OPEN
+        && header.kind == MessageType::Call.raw()
+        && header.status == Status::Ok as i32
+}
+
 pub(crate) fn is_priority(header: &Header) -> bool {
     find(header.procedure).is_some_and(|p| p.priority)
 }
@@ -888,6 +899,10 @@ fn domain_create_with_flags(
     Ok(())
 }
 
+/// Event registrations one connection may hold: each costs a message per event, so an
+/// unbounded number lets one client make every event slow and the server large.
+pub(crate) const MAX_CALLBACKS_PER_CLIENT: usize = 256;
+
 fn event_register_any(
     call: &Call,
     args: &mut XdrReader,
@@ -903,6 +918,15 @@ fn event_register_any(
         ));
     }
     let mut c = call.client.lock();
+    if c.callbacks.len() >= MAX_CALLBACKS_PER_CLIENT {
+        return Err(RemoteError::new(
+            error_code::OPERATION_FAILED,
+            error_domain::RPC,
+            format!(
+                "too many event callbacks on this connection (at most {MAX_CALLBACKS_PER_CLIENT})"
+            ),
+        ));
+    }
     let id = c.next_callback_id;
     c.next_callback_id = c.next_callback_id.wrapping_add(1);
     c.callbacks.push(Callback {

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::wire::{Frame, FrameError, FrameReader};
+use crate::wire::{Frame, FrameError, FrameReader, Header};
 
 /// Most bytes read from a socket at once; unprocessed bytes wait here while the client is at
 /// its request limit, so this also bounds a client's receive memory.
@@ -35,8 +35,13 @@ pub struct ClientState {
     unparsed: Vec<u8>,
     pub tx: VecDeque<Outgoing>,
     pub tx_bytes: usize,
-    /// Calls read and not yet answered (dispatched or queued).
+    /// Messages read and not yet answered: calls dispatched or queued, and the replies the
+    /// event loop made itself (errors, keepalive pongs) until they are written. At the limit
+    /// nothing more is parsed or read, so a client that never reads is bounded too.
     pub nrequests: usize,
+    /// A call that must finish before the next is parsed (CONNECT_OPEN) is in flight: later
+    /// calls wait, so a priority worker cannot run them before it.
+    barrier: bool,
     /// CONNECT_OPEN succeeded.
     pub open: bool,
     /// Read-only socket, or CONNECT_OPEN with the RO flag.
@@ -77,6 +82,7 @@ impl Client {
                 tx: VecDeque::new(),
                 tx_bytes: 0,
                 nrequests: 0,
+                barrier: false,
                 open: false,
                 readonly,
                 callbacks: Vec::new(),
@@ -108,24 +114,32 @@ impl ClientState {
         });
     }
 
-    /// Parses buffered bytes into frames while the client may have more requests in flight.
-    /// `limit` is max-client-requests; frames already parsed past it are still returned (they
-    /// were read together), but no more bytes are parsed until replies go out.
-    pub fn parse(&mut self, limit: usize) -> Result<Vec<Frame>, FrameError> {
+    /// Parses buffered bytes into frames while the client may have more requests in flight
+    /// (`limit` is max-client-requests) and no barrier call (`is_barrier`) waits for its reply.
+    pub fn parse(
+        &mut self,
+        limit: usize,
+        is_barrier: fn(&Header) -> bool,
+    ) -> Result<Vec<Frame>, FrameError> {
         let mut frames = Vec::new();
         let mut offset = 0;
-        while offset < self.unparsed.len() && self.nrequests + frames.len() < limit {
+        while offset < self.unparsed.len() && self.nrequests + frames.len() < limit && !self.barrier
+        {
             let (used, frame) = self.reader.push(&self.unparsed[offset..])?;
             offset += used;
-            frames.extend(frame);
+            if let Some(frame) = frame {
+                self.barrier = is_barrier(&frame.header);
+                frames.push(frame);
+            }
         }
         self.unparsed.drain(..offset);
         Ok(frames)
     }
 
-    /// True when unparsed input waits for request slots.
-    pub fn has_unparsed(&self) -> bool {
-        !self.unparsed.is_empty()
+    /// True when buffered input could be parsed now: a request slot is free and no barrier
+    /// call is in flight.
+    pub fn wants_parse(&self, limit: usize) -> bool {
+        !self.unparsed.is_empty() && self.nrequests < limit && !self.barrier
     }
 
     /// Reads what the socket has (non-blocking) into `scratch`, the event loop's reusable
@@ -134,6 +148,7 @@ impl ClientState {
         &mut self,
         mut stream: &UnixStream,
         limit: usize,
+        is_barrier: fn(&Header) -> bool,
         scratch: &mut [u8],
     ) -> ReadOutcome {
         let room = READ_CHUNK
@@ -152,7 +167,7 @@ impl ClientState {
                 Err(e) => return ReadOutcome::Closed(e.to_string()),
             }
         }
-        match self.parse(limit) {
+        match self.parse(limit, is_barrier) {
             Ok(frames) => ReadOutcome::Frames(frames),
             Err(e) => ReadOutcome::Closed(e.to_string()),
         }
@@ -180,6 +195,9 @@ impl ClientState {
             }
         }
         self.nrequests = self.nrequests.saturating_sub(completed);
+        if self.nrequests == 0 {
+            self.barrier = false;
+        }
         Ok(completed)
     }
 }

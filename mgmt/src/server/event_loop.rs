@@ -13,6 +13,7 @@ use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber
 
 use super::client::{Client, ClientState, ReadOutcome, READ_CHUNK};
 use super::Shared;
+use crate::dispatch;
 use crate::protocol::{error_code, error_domain};
 use crate::protocol::{
     KEEPALIVE_PING, KEEPALIVE_PONG, KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, REMOTE_PROGRAM,
@@ -112,8 +113,8 @@ fn rpc_error(header: &Header, message: String) -> Vec<u8> {
 
 /// Parses buffered input for as long as the client has request slots free.
 fn drain_input(c: &mut ClientState, limit: usize, jobs: &mut Vec<Frame>) -> Result<(), ()> {
-    while c.has_unparsed() && c.nrequests < limit {
-        let frames = c.parse(limit).map_err(|_| ())?;
+    while c.wants_parse(limit) {
+        let frames = c.parse(limit, dispatch::is_barrier).map_err(|_| ())?;
         if frames.is_empty() {
             break;
         }
@@ -122,13 +123,20 @@ fn drain_input(c: &mut ClientState, limit: usize, jobs: &mut Vec<Frame>) -> Resu
     Ok(())
 }
 
+/// Queues a reply the event loop makes itself. It holds a request slot until written, as a
+/// worker's reply does, so a client that sends without reading stops being read.
+fn answer(c: &mut ClientState, reply: Vec<u8>) {
+    c.nrequests += 1;
+    c.push(reply, true);
+}
+
 /// What to do with one frame from a client: answer at once, hand to a worker, or ignore.
 fn triage(c: &mut ClientState, frame: Frame) -> Option<Frame> {
     let h = frame.header;
     let kind = MessageType::from_raw(h.kind);
     if h.program == KEEPALIVE_PROGRAM && kind == Some(MessageType::Message) {
         match h.procedure {
-            KEEPALIVE_PING => c.push(keepalive_message(KEEPALIVE_PONG), false),
+            KEEPALIVE_PING => answer(c, keepalive_message(KEEPALIVE_PONG)),
             KEEPALIVE_PONG => c.pings_unanswered = 0,
             _ => {}
         }
@@ -137,9 +145,9 @@ fn triage(c: &mut ClientState, frame: Frame) -> Option<Frame> {
     match kind {
         Some(MessageType::Call) => {}
         Some(MessageType::CallWithFds) => {
-            c.push(
+            answer(
+                c,
                 rpc_error(&h, "file descriptor passing is not supported".into()),
-                false,
             );
             return None;
         }
@@ -147,19 +155,19 @@ fn triage(c: &mut ClientState, frame: Frame) -> Option<Frame> {
         _ => return None,
     }
     if h.program != REMOTE_PROGRAM || h.version != REMOTE_VERSION {
-        c.push(
+        answer(
+            c,
             rpc_error(
                 &h,
                 format!("Cannot find program {} version {}", h.program, h.version),
             ),
-            false,
         );
         return None;
     }
     if h.status != Status::Ok as i32 {
-        c.push(
+        answer(
+            c,
             rpc_error(&h, format!("Unexpected message status {}", h.status)),
-            false,
         );
         return None;
     }
@@ -225,12 +233,14 @@ impl LoopSubscriber {
                 || set.contains(EventSet::HANG_UP)
                 || set.contains(EventSet::ERROR)
             {
-                match c.read_from(&client.stream, limit, &mut self.scratch) {
+                match c.read_from(
+                    &client.stream,
+                    limit,
+                    dispatch::is_barrier,
+                    &mut self.scratch,
+                ) {
                     ReadOutcome::Frames(frames) => {
                         jobs.extend(frames.into_iter().filter_map(|f| triage(&mut c, f)));
-                        if drain_input(&mut c, limit, &mut jobs).is_err() {
-                            c.closed = true;
-                        }
                     }
                     ReadOutcome::Closed(why) => {
                         log::debug!("management client {id}: {why}");
@@ -238,21 +248,38 @@ impl LoopSubscriber {
                     }
                 }
             }
-            if set.contains(EventSet::OUT) && !c.closed {
-                match c.write_to(&client.stream) {
-                    Ok(_) => {
-                        if drain_input(&mut c, limit, &mut jobs).is_err() {
-                            c.closed = true;
-                        }
-                    }
-                    Err(_) => c.closed = true,
-                }
+            if set.contains(EventSet::OUT) && !c.closed && c.write_to(&client.stream).is_err() {
+                c.closed = true;
             }
         }
         for frame in jobs {
             self.shared.queue_job(client.clone(), frame);
         }
-        self.update(&client, ops);
+        self.settle(&client, ops);
+    }
+
+    /// Parses what the client has buffered while it has request slots, and makes the
+    /// registered interest match its queues, or drops a closed client. Loops because the
+    /// workers may answer the jobs it queues before it looks again: input left buffered with
+    /// a slot free and nobody to parse it would wait for good (the socket has no new bytes).
+    fn settle(&mut self, client: &Arc<Client>, ops: &mut EventOps) {
+        let limit = self.shared.config.max_client_requests;
+        loop {
+            let mut jobs = Vec::new();
+            {
+                let mut c = client.lock();
+                if !c.closed && drain_input(&mut c, limit, &mut jobs).is_err() {
+                    c.closed = true;
+                }
+            }
+            if jobs.is_empty() {
+                break;
+            }
+            for frame in jobs {
+                self.shared.queue_job(client.clone(), frame);
+            }
+        }
+        self.update(client, ops);
     }
 
     /// Makes the registered interest match the client's queues, or drops a closed client.
@@ -290,26 +317,18 @@ impl LoopSubscriber {
         }
     }
 
-    /// Other threads changed some clients (output left over, reading to resume, closed):
-    /// parse what they have buffered and bring their interest up to date.
+    /// Sends the events posted since the last wakeup; then, other threads changed some
+    /// clients (output left over, input to parse, closed): settle each.
     fn refresh(&mut self, ops: &mut EventOps) {
         let _ = self.shared.wakeup.read();
-        let limit = self.shared.config.max_client_requests;
+        for event in self.shared.take_events() {
+            self.shared.broadcast(&event);
+        }
         for id in self.shared.take_dirty() {
             let Some(client) = self.shared.lock().clients.get(&id).cloned() else {
                 continue;
             };
-            let mut jobs = Vec::new();
-            {
-                let mut c = client.lock();
-                if !c.closed && drain_input(&mut c, limit, &mut jobs).is_err() {
-                    c.closed = true;
-                }
-            }
-            for frame in jobs {
-                self.shared.queue_job(client.clone(), frame);
-            }
-            self.update(&client, ops);
+            self.settle(&client, ops);
         }
     }
 }

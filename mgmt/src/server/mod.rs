@@ -9,7 +9,8 @@
 //! 2. Once a client lock is held, the server lock may be dropped; never take the server lock
 //!    while holding a client lock.
 //! 3. The event loop keeps its own state on its thread; other threads reach it only through
-//!    its wakeup eventfd and the `dirty` list, a leaf lock taken with no other lock held.
+//!    its wakeup eventfd, the `dirty` list and the `events` queue, leaf locks taken with no
+//!    other lock held.
 //! 4. No lock is held while a handler runs; a worker keeps its client alive with an `Arc`.
 
 mod client;
@@ -74,6 +75,18 @@ impl Default for ServerConfig {
     }
 }
 
+/// An event to send: its body after the callback id is encoded once, for every client.
+pub(crate) struct PendingEvent {
+    event_id: i32,
+    procedure: i32,
+    domain_uuid: [u8; 16],
+    body: Vec<u8>,
+}
+
+/// Events waiting for the event loop; past this the oldest are dropped (with a warning),
+/// so a main loop emitting faster than the loop sends cannot grow the server.
+const MAX_PENDING_EVENTS: usize = 1024;
+
 /// A call waiting for a worker.
 pub(crate) struct Job {
     client: Arc<Client>,
@@ -104,6 +117,9 @@ pub(crate) struct Shared {
     /// Clients the event loop must look at when woken. A leaf lock: nothing else is taken
     /// while it is held.
     dirty: Mutex<Vec<u64>>,
+    /// Events emitted and not yet sent: the event loop sends them, so whoever emits (the
+    /// VMM's main loop) never takes a client lock or writes a socket. A leaf lock, bounded.
+    events: Mutex<VecDeque<PendingEvent>>,
     worker_threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -119,7 +135,7 @@ impl Shared {
     /// Writes what `client` has queued as far as its socket takes it, from the calling thread
     /// (a worker, or whoever emits an event), as libvirtd's workers do. The event loop is
     /// woken only when the client's interest must change (output left over, reading to
-    /// resume) or the client must go.
+    /// resume), buffered input can now be parsed, or the client must go.
     fn flush(&self, client: &Arc<Client>) {
         let needs_loop = {
             let mut c = client.lock();
@@ -130,7 +146,7 @@ impl Shared {
                 c.nrequests < self.config.max_client_requests,
                 !c.tx.is_empty(),
             );
-            c.closed || want != c.interest
+            c.closed || want != c.interest || c.wants_parse(self.config.max_client_requests)
         };
         if needs_loop {
             self.dirty
@@ -174,8 +190,26 @@ impl Shared {
         self.job.notify_one();
     }
 
-    /// Sends an event message to every client with a matching registration.
-    fn broadcast(&self, event_id: i32, domain: &DomainRef, build: impl Fn(i32) -> Vec<u8>) {
+    /// Queues an event for the event loop to send.
+    fn post_event(&self, event: PendingEvent) {
+        {
+            let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+            if events.len() >= MAX_PENDING_EVENTS {
+                log::warn!("management events are not going out fast enough; dropping the oldest");
+                events.pop_front();
+            }
+            events.push_back(event);
+        }
+        self.wake_loop();
+    }
+
+    fn take_events(&self) -> VecDeque<PendingEvent> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Sends an event message to every client with a matching registration, one message per
+    /// callback (each carries its callback id). Runs on the event loop.
+    fn broadcast(&self, event: &PendingEvent) {
         let clients: Vec<Arc<Client>> = self.lock().clients.values().cloned().collect();
         for client in clients {
             {
@@ -184,7 +218,8 @@ impl Shared {
                     .callbacks
                     .iter()
                     .filter(|cb| {
-                        cb.event_id == event_id && cb.domain_uuid.is_none_or(|u| u == domain.uuid)
+                        cb.event_id == event.event_id
+                            && cb.domain_uuid.is_none_or(|u| u == event.domain_uuid)
                     })
                     .map(|cb| cb.id)
                     .collect();
@@ -192,7 +227,10 @@ impl Shared {
                     continue;
                 }
                 for id in ids {
-                    c.push(build(id), false);
+                    let mut w = event_frame(event.procedure);
+                    w.put_i32(id);
+                    w.put_raw(&event.body);
+                    c.push(wire::finish_frame(w), false);
                 }
                 if c.tx_bytes > self.config.max_client_backlog {
                     log::warn!(
@@ -214,13 +252,55 @@ pub struct Server {
     sockets: Vec<PathBuf>,
 }
 
+/// Whether a server listens on the socket file at `path`. The connect is non-blocking: a live
+/// server that is not accepting (its backlog full, or stopped) makes a blocking connect wait
+/// for good, and this runs where the host's signals are already blocked.
+fn someone_listens(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return false; // bind will report the name as too long
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: socket() takes no pointers; the descriptor is closed below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return true; // cannot tell: never take the path
+    }
+    // SAFETY: addr is a valid sockaddr_un and the length given is its size.
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_un).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    let error = std::io::Error::last_os_error().raw_os_error();
+    // SAFETY: fd is ours and still open.
+    unsafe { libc::close(fd) };
+    // Connected, or refused only because the backlog is full (EAGAIN): a server is there.
+    // ECONNREFUSED: the file is stale.
+    rc == 0 || error != Some(libc::ECONNREFUSED)
+}
+
 fn bind(path: &PathBuf, mode: u32) -> std::io::Result<UnixListener> {
     // A socket file left by an earlier run would make bind fail: remove it, but only if it is
     // a socket nobody listens on (never take a live server's path).
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
         if meta.file_type().is_socket() {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            if someone_listens(path) {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::AddrInUse,
                     "a server is already listening there",
@@ -252,10 +332,14 @@ impl Server {
         )];
         let mut sockets = vec![config.socket.clone()];
         if let Some(ro) = &config.readonly_socket {
-            listeners.push((
-                bind(ro, config.socket_mode).map_err(|e| format!("{}: {e}", name(ro)))?,
-                true,
-            ));
+            match bind(ro, config.socket_mode) {
+                Ok(listener) => listeners.push((listener, true)),
+                Err(e) => {
+                    // Leave nothing behind: the read-write socket was created just now.
+                    let _ = std::fs::remove_file(&config.socket);
+                    return Err(format!("{}: {e}", name(ro)));
+                }
+            }
             sockets.push(ro.clone());
         }
         let wakeup = EventFd::new(EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
@@ -274,6 +358,7 @@ impl Server {
             prio_job: Condvar::new(),
             wakeup,
             dirty: Mutex::new(Vec::new()),
+            events: Mutex::new(VecDeque::new()),
             worker_threads: Mutex::new(Vec::new()),
         });
         for _ in 0..config.min_workers {
@@ -290,27 +375,30 @@ impl Server {
         })
     }
 
-    /// Pushes a lifecycle event to every subscribed client.
+    /// Sends a lifecycle event to every subscribed client, from the server's event loop.
     pub fn emit_lifecycle(&self, domain: &DomainRef, event: Lifecycle) {
         let (event, detail) = event.wire();
-        self.shared
-            .broadcast(EVENT_ID_LIFECYCLE, domain, |callback| {
-                let mut w = event_frame(procedure::DOMAIN_EVENT_CALLBACK_LIFECYCLE);
-                w.put_i32(callback);
-                domain.encode(&mut w);
-                w.put_i32(event);
-                w.put_i32(detail);
-                wire::finish_frame(w)
-            });
+        let mut body = XdrWriter::new();
+        domain.encode(&mut body);
+        body.put_i32(event);
+        body.put_i32(detail);
+        self.shared.post_event(PendingEvent {
+            event_id: EVENT_ID_LIFECYCLE,
+            procedure: procedure::DOMAIN_EVENT_CALLBACK_LIFECYCLE,
+            domain_uuid: domain.uuid,
+            body: body.into_inner(),
+        });
     }
 
-    /// Pushes a reboot event (the guest reset) to every subscribed client.
+    /// Sends a reboot event (the guest reset) to every subscribed client.
     pub fn emit_reboot(&self, domain: &DomainRef) {
-        self.shared.broadcast(EVENT_ID_REBOOT, domain, |callback| {
-            let mut w = event_frame(procedure::DOMAIN_EVENT_CALLBACK_REBOOT);
-            w.put_i32(callback);
-            domain.encode(&mut w);
-            wire::finish_frame(w)
+        let mut body = XdrWriter::new();
+        domain.encode(&mut body);
+        self.shared.post_event(PendingEvent {
+            event_id: EVENT_ID_REBOOT,
+            procedure: procedure::DOMAIN_EVENT_CALLBACK_REBOOT,
+            domain_uuid: domain.uuid,
+            body: body.into_inner(),
         });
     }
 
