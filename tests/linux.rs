@@ -136,7 +136,12 @@ fn debian_kernel_uses_acpi_devices_and_powers_off() {
     let r = run.finish_within(LINUX_TIMEOUT);
     r.assert_success();
     r.assert_console_has(&["LINUX-GUEST-OK", "LINUX-GUEST-DONE"]);
-    assert_eq!(report_value(&r.serial, "cpus:"), Some("2"));
+    assert_eq!(
+        report_value(&r.serial, "cpus:"),
+        Some("2"),
+        "console:\n{}",
+        r.serial
+    );
     let cmdline = report_value(&r.serial, "cmdline:").unwrap_or("");
     assert!(!cmdline.contains("virtio_mmio"), "ACPI only: {cmdline}");
     assert!(report_value(&r.serial, "block:")
@@ -149,7 +154,12 @@ fn debian_kernel_uses_acpi_devices_and_powers_off() {
         report_value(&r.serial, "mount:"),
         Some("vda VMM-LINUX-DISK")
     );
-    assert_eq!(report_value(&r.serial, "ping:"), Some("10.0.2.1 ok"));
+    assert_eq!(
+        report_value(&r.serial, "ping:"),
+        Some("10.0.2.1 ok"),
+        "console:\n{}",
+        r.serial
+    );
     assert!(
         r.stderr.contains("guest powered off through ACPI S5"),
         "stderr:\n{}",
@@ -183,7 +193,12 @@ fn debian_kernel_boots_to_init_and_reboots_out() {
     .finish_within(LINUX_TIMEOUT);
     r.assert_success();
     r.assert_console_has(&["LINUX-GUEST-OK", "LINUX-GUEST-DONE", "memory: "]);
-    assert_eq!(report_value(&r.serial, "cpus:"), Some("1"));
+    assert_eq!(
+        report_value(&r.serial, "cpus:"),
+        Some("1"),
+        "console:\n{}",
+        r.serial
+    );
     assert!(
         r.stderr
             .contains("guest reset through the ACPI reset register"),
@@ -224,7 +239,12 @@ fn debian_kernel_powers_off_on_the_power_button() {
         !console.contains("acpid: no input device open"),
         "nothing would hear the button:\n{console}"
     );
-    assert_eq!(report_value(&console, "cpus:"), Some("4"));
+    assert_eq!(
+        report_value(&console, "cpus:"),
+        Some("4"),
+        "console:\n{}",
+        console
+    );
     run.signal(libc::SIGTERM);
     let r = run.finish_within(LINUX_TIMEOUT);
     r.assert_success();
