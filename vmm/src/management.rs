@@ -156,6 +156,16 @@ impl ManagedDomain {
         what: &str,
     ) -> Result<(), RemoteError> {
         let ticket = file(&self.requests);
+        self.await_handled(ticket, expected, what)
+    }
+
+    /// Waits until the main loop has handled `ticket` and checks the state it left.
+    fn await_handled(
+        &self,
+        ticket: Ticket,
+        expected: RunState,
+        what: &str,
+    ) -> Result<(), RemoteError> {
         match self.requests.wait_handled(ticket, REQUEST_TIMEOUT) {
             Some(state) if state == expected => Ok(()),
             Some(state) => Err(RemoteError::new(
@@ -421,14 +431,13 @@ impl Hypervisor for ManagedDomain {
         )
     }
 
+    /// Stops the VM first and takes the job after, as libvirt kills before it begins the job:
+    /// destroy never waits behind another call that is stuck.
     fn destroy(&self) -> Result<(), RemoteError> {
-        let _job = self.job();
         self.require_active()?;
-        self.carry_out(
-            |r| r.shutdown_request(ShutdownCause::HostQmpQuit),
-            RunState::Shutdown,
-            "stop",
-        )
+        let ticket = self.requests.shutdown_request(ShutdownCause::HostQmpQuit);
+        let _job = self.job();
+        self.await_handled(ticket, RunState::Shutdown, "stop")
     }
 
     fn create(&self, paused: bool) -> Result<(), RemoteError> {
