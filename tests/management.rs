@@ -88,6 +88,19 @@ fn virsh_queries() {
             "{uri}"
         );
     }
+    // No QEMU monitor here: libvirt's "not supported", as from any driver without one.
+    let (ok, _, err) = vm.virsh_on(
+        &vm.socket,
+        &[
+            "qemu-monitor-command",
+            NAME,
+            r#"{"execute":"query-status"}"#,
+        ],
+    );
+    assert!(
+        !ok && err.contains("not supported") && err.contains("virDomainQemuMonitorCommand"),
+        "{err}"
+    );
     assert!(vm.virsh(&["nodeinfo"]).contains("CPU(s):"));
     assert!(!vm.virsh(&["hostname"]).trim().is_empty());
     let (ok, _, err) = vm.virsh_on(&vm.socket, &["dominfo", "nosuchdomain"]);

@@ -996,6 +996,11 @@ mod tests {
 
     #[test]
     fn version_encoding() {
-        assert_eq!(vmm_version(), 1_000, "0.1.0");
+        // libvirt's major * 1,000,000 + minor * 1,000 + micro, from Cargo's own split.
+        let part = |v: &str| v.parse::<u64>().unwrap();
+        let want = part(env!("CARGO_PKG_VERSION_MAJOR")) * 1_000_000
+            + part(env!("CARGO_PKG_VERSION_MINOR")) * 1_000
+            + part(env!("CARGO_PKG_VERSION_PATCH"));
+        assert_eq!(vmm_version(), want);
     }
 }

@@ -3,6 +3,8 @@
 
 pub const REMOTE_PROGRAM: u32 = 0x2000_8086;
 pub const REMOTE_VERSION: u32 = 1;
+/// libvirt's QEMU program (qemu-monitor-command, qemu-agent-command): answered "not supported".
+pub const QEMU_PROGRAM: u32 = 0x2000_8087;
 pub const KEEPALIVE_PROGRAM: u32 = 0x6b65_6570;
 pub const KEEPALIVE_VERSION: u32 = 1;
 pub const KEEPALIVE_PING: i32 = 1;
@@ -79,7 +81,6 @@ pub mod error_code {
     pub const NO_DOMAIN: i32 = 42;
     pub const OPERATION_INVALID: i32 = 55;
     pub const OPERATION_TIMEOUT: i32 = 68;
-    pub const OPERATION_UNSUPPORTED: i32 = 84;
 }
 
 /// virErrorDomain values we send.

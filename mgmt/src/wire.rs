@@ -185,11 +185,6 @@ impl FrameReader {
         }
     }
 
-    /// True while part of a frame has been received.
-    pub fn in_frame(&self) -> bool {
-        !self.len_word.is_empty()
-    }
-
     /// Consumes bytes from `input`; returns how many were used and a frame if one completed.
     pub fn push(&mut self, input: &[u8]) -> Result<(usize, Option<Frame>), FrameError> {
         let mut used = 0;
@@ -356,7 +351,6 @@ mod tests {
         assert_eq!(frames.len(), 2);
         assert_eq!(frames[0].payload, vec![1, 2, 3, 4]);
         assert_eq!(frames[1].header.serial, 8);
-        assert!(!reader.in_frame());
 
         // Both at once: the reader stops after the first frame.
         let (used, f) = reader.push(&stream).unwrap();

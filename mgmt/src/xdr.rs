@@ -72,10 +72,6 @@ impl XdrWriter {
         self.buf.extend_from_slice(&v.to_be_bytes());
     }
 
-    pub fn put_i64(&mut self, v: i64) {
-        self.buf.extend_from_slice(&v.to_be_bytes());
-    }
-
     pub fn put_bool(&mut self, v: bool) {
         self.put_u32(u32::from(v));
     }
@@ -111,14 +107,6 @@ impl XdrWriter {
                 self.put_u32(1);
                 put(self, v);
             }
-        }
-    }
-
-    /// `char x<MAX>` as rpcgen encodes it: a count, then every char widened to 4 bytes.
-    pub fn put_char_array(&mut self, chars: &[u8]) {
-        self.put_u32(chars.len() as u32);
-        for c in chars {
-            self.put_u32(u32::from(*c));
         }
     }
 }
@@ -168,10 +156,6 @@ impl<'a> XdrReader<'a> {
         Ok(u64::from_be_bytes(self.take_array()?))
     }
 
-    pub fn get_i64(&mut self) -> Result<i64, XdrError> {
-        Ok(i64::from_be_bytes(self.take_array()?))
-    }
-
     /// Any non-zero value is true (libvirtd is as lenient).
     pub fn get_bool(&mut self) -> Result<bool, XdrError> {
         Ok(self.get_u32()? != 0)
@@ -210,15 +194,6 @@ impl<'a> XdrReader<'a> {
             Ok(None)
         }
     }
-
-    /// A count for a `T x<max>` array, checked against `max` before the caller allocates.
-    pub fn get_count(&mut self, max: usize) -> Result<usize, XdrError> {
-        let len = self.get_u32()? as usize;
-        if len > max {
-            return Err(XdrError::TooLong { len, max });
-        }
-        Ok(len)
-    }
 }
 
 #[cfg(test)]
@@ -231,17 +206,15 @@ mod tests {
         w.put_u32(0x0102_0304);
         w.put_i32(-1);
         w.put_u64(0x0102_0304_0506_0708);
-        w.put_i64(-2);
         w.put_bool(true);
         let bytes = w.into_inner();
         assert_eq!(&bytes[..4], &[1, 2, 3, 4]);
         assert_eq!(&bytes[4..8], &[0xff; 4]);
-        assert_eq!(bytes.len(), 4 + 4 + 8 + 8 + 4);
+        assert_eq!(bytes.len(), 4 + 4 + 8 + 4);
         let mut r = XdrReader::new(&bytes);
         assert_eq!(r.get_u32(), Ok(0x0102_0304));
         assert_eq!(r.get_i32(), Ok(-1));
         assert_eq!(r.get_u64(), Ok(0x0102_0304_0506_0708));
-        assert_eq!(r.get_i64(), Ok(-2));
         assert_eq!(r.get_bool(), Ok(true));
         assert_eq!(r.remaining(), 0);
     }
@@ -274,13 +247,6 @@ mod tests {
             Err(XdrError::TooLong {
                 len: u32::MAX as usize,
                 max: 4096
-            })
-        );
-        assert_eq!(
-            XdrReader::new(&bytes).get_count(16384),
-            Err(XdrError::TooLong {
-                len: u32::MAX as usize,
-                max: 16384
             })
         );
         let mut w = XdrWriter::new();
@@ -327,16 +293,6 @@ mod tests {
         assert_eq!(
             XdrReader::new(&w.into_inner()).get_string(10),
             Err(XdrError::InvalidUtf8)
-        );
-    }
-
-    #[test]
-    fn chars_are_widened() {
-        let mut w = XdrWriter::new();
-        w.put_char_array(b"ab\0");
-        assert_eq!(
-            w.into_inner(),
-            vec![0, 0, 0, 3, 0, 0, 0, b'a', 0, 0, 0, b'b', 0, 0, 0, 0]
         );
     }
 }

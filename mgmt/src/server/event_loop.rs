@@ -16,8 +16,8 @@ use super::Shared;
 use crate::dispatch;
 use crate::protocol::{error_code, error_domain};
 use crate::protocol::{
-    KEEPALIVE_PING, KEEPALIVE_PONG, KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, REMOTE_PROGRAM,
-    REMOTE_VERSION,
+    KEEPALIVE_PING, KEEPALIVE_PONG, KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, QEMU_PROGRAM,
+    REMOTE_PROGRAM, REMOTE_VERSION,
 };
 use crate::wire::{self, Frame, Header, MessageType, RemoteError, Status};
 
@@ -111,6 +111,23 @@ fn rpc_error(header: &Header, message: String) -> Vec<u8> {
     RemoteError::new(error_code::RPC, error_domain::RPC, message).reply_to(header)
 }
 
+/// What a libvirt driver without a QEMU monitor answers (VIR_ERR_NO_SUPPORT, not an RPC
+/// error), so virsh prints "not supported" for qemu-monitor-command and friends.
+fn qemu_program_unsupported(header: &Header) -> Vec<u8> {
+    let function = match header.procedure {
+        1 => "virDomainQemuMonitorCommand".to_string(),
+        6 => "virDomainQemuAgentCommand".to_string(),
+        8 => "virDomainQemuMonitorCommandWithFiles".to_string(),
+        n => format!("QEMU procedure {n}"),
+    };
+    RemoteError::new(
+        error_code::NO_SUPPORT,
+        error_domain::DOMAIN,
+        format!("this function is not supported by the connection driver: {function}"),
+    )
+    .reply_to(header)
+}
+
 /// Parses buffered input for as long as the client has request slots free.
 fn drain_input(c: &mut ClientState, limit: usize, jobs: &mut Vec<Frame>) -> Result<(), ()> {
     while c.wants_parse(limit) {
@@ -153,6 +170,10 @@ fn triage(c: &mut ClientState, frame: Frame) -> Option<Frame> {
         }
         // Replies, events, streams for no open stream, unknown types: ignored, as libvirtd does.
         _ => return None,
+    }
+    if h.program == QEMU_PROGRAM {
+        answer(c, qemu_program_unsupported(&h));
+        return None;
     }
     if h.program != REMOTE_PROGRAM || h.version != REMOTE_VERSION {
         answer(

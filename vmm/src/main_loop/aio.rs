@@ -230,11 +230,6 @@ impl AioContext {
         self.inner.bhs.bh_new(callback)
     }
 
-    /// The thread-safe bottom-half queue (for `schedule_oneshot` from other threads).
-    pub fn bh_queue(&self) -> Arc<BhQueue> {
-        self.inner.bhs.clone()
-    }
-
     pub fn timer_new(&self, clock: ClockType, callback: impl FnMut() + Send + 'static) -> Timer {
         self.inner.timers.timer_new(clock, callback)
     }

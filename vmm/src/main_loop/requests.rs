@@ -13,7 +13,6 @@ use super::runstate::RunState;
 /// Why the VM is shutting down or resetting (QEMU's ShutdownCause).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShutdownCause {
-    None,
     HostError,
     HostQmpQuit,
     HostQmpSystemReset,
@@ -24,8 +23,6 @@ pub enum ShutdownCause {
     GuestShutdown,
     GuestReset,
     GuestPanic,
-    SubsystemReset,
-    SnapshotLoad,
 }
 
 thread_local! {
