@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::affinity;
-use crate::config::{self, BootMode, KernelSource, SerialConfig, VmConfig};
+use crate::config::{self, BootMode, KernelSource, RunConfig, SerialConfig, VmConfig};
 use crate::placement::{CpuTune, VcpuPlacement};
 
 #[derive(Debug, Parser)]
@@ -123,6 +123,15 @@ pub struct RunArgs {
 pub const DEFAULT_LINUX_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
 
 impl RunArgs {
+    /// The whole run's configuration: the VM, the management server, the log level.
+    pub fn to_run_config(&self) -> Result<RunConfig, String> {
+        Ok(RunConfig {
+            vm: self.to_config()?,
+            management: self.management(),
+            log_level: self.log_level,
+        })
+    }
+
     /// Turns the arguments into a configuration, checking what clap cannot: files exist and
     /// the memory size fits this host. Errors name the flag.
     pub fn to_config(&self) -> Result<VmConfig, String> {
@@ -165,6 +174,25 @@ impl RunArgs {
             acpi: !self.no_acpi,
             virtio_cmdline: self.virtio_cmdline || self.no_acpi,
             cpu_tune,
+            on_sigterm: self.on_sigterm,
+        })
+    }
+
+    /// The management server's settings, if a socket was asked for.
+    pub fn management(&self) -> Option<mgmt::ServerConfig> {
+        let socket = self.mgmt_socket.clone()?;
+        Some(mgmt::ServerConfig {
+            socket,
+            readonly_socket: self.mgmt_socket_ro.clone(),
+            socket_mode: self.mgmt_socket_mode,
+            max_clients: self.mgmt_max_clients as usize,
+            min_workers: self.mgmt_min_workers as usize,
+            max_workers: (self.mgmt_max_workers as usize).max(self.mgmt_min_workers as usize),
+            prio_workers: self.mgmt_prio_workers as usize,
+            max_client_requests: self.mgmt_max_client_requests as usize,
+            keepalive_interval: self.mgmt_keepalive_interval,
+            keepalive_count: self.mgmt_keepalive_count,
+            ..mgmt::ServerConfig::default()
         })
     }
 
@@ -191,26 +219,6 @@ fn parse_log_level(text: &str) -> Result<log::LevelFilter, String> {
         _ => Err(format!(
             "'{text}' is not one of error, warn, info, debug, trace"
         )),
-    }
-}
-
-impl RunArgs {
-    /// The management server's settings, if a socket was asked for.
-    pub fn management(&self) -> Option<mgmt::ServerConfig> {
-        let socket = self.mgmt_socket.clone()?;
-        Some(mgmt::ServerConfig {
-            socket,
-            readonly_socket: self.mgmt_socket_ro.clone(),
-            socket_mode: self.mgmt_socket_mode,
-            max_clients: self.mgmt_max_clients as usize,
-            min_workers: self.mgmt_min_workers as usize,
-            max_workers: (self.mgmt_max_workers as usize).max(self.mgmt_min_workers as usize),
-            prio_workers: self.mgmt_prio_workers as usize,
-            max_client_requests: self.mgmt_max_client_requests as usize,
-            keepalive_interval: self.mgmt_keepalive_interval,
-            keepalive_count: self.mgmt_keepalive_count,
-            ..mgmt::ServerConfig::default()
-        })
     }
 }
 

@@ -67,6 +67,17 @@ pub struct VmConfig {
     pub virtio_cmdline: bool,
     /// Which host CPUs the vCPU threads and the other threads run on.
     pub cpu_tune: CpuTune,
+    /// SIGTERM stops the VM at once (QEMU's default) or presses the power button.
+    pub on_sigterm: SigtermAction,
+}
+
+/// Everything one run of the VMM is given: the VM, its management server if any, and the log
+/// level. Built from the CLI (later also from domain XML); main reads nothing else.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub vm: VmConfig,
+    pub management: Option<mgmt::ServerConfig>,
+    pub log_level: log::LevelFilter,
 }
 
 impl Default for VmConfig {
@@ -88,6 +99,7 @@ impl Default for VmConfig {
             acpi: true,
             virtio_cmdline: false,
             cpu_tune: CpuTune::default(),
+            on_sigterm: SigtermAction::Shutdown,
         }
     }
 }
@@ -358,7 +370,6 @@ pub fn parse_cpus(text: &str) -> Result<u8, ParseError> {
     Ok(n as u8)
 }
 
-/// Parses `auto`, `pvh` or `linux64`.
 /// What SIGTERM asks of the VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SigtermAction {
@@ -374,6 +385,7 @@ pub fn parse_sigterm_action(text: &str) -> Result<SigtermAction, ParseError> {
     }
 }
 
+/// Parses `auto`, `pvh` or `linux64`.
 pub fn parse_boot_mode(text: &str) -> Result<BootMode, ParseError> {
     match text {
         "auto" => Ok(BootMode::Auto),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Parser;
 use devices::legacy::SerialOutput;
 use vmm::cli::{self, Cli, Command, RunArgs};
-use vmm::config::{SerialConfig, SigtermAction, VmConfig};
+use vmm::config::{RunConfig, SerialConfig, SigtermAction, VmConfig};
 use vmm::console::{self, StdinForwarder};
 use vmm::machine::Machine;
 use vmm::main_loop::{signals, LoopExit, MainLoop, Requests, ShutdownAction, ShutdownCause};
@@ -22,11 +22,15 @@ fn main() -> ExitCode {
 
 /// Runs one VM; returns the process exit status.
 fn run(args: &RunArgs) -> u8 {
-    vmm::logger::init(args.log_level);
-    let config = match args.to_config() {
+    let RunConfig {
+        vm: config,
+        management,
+        log_level,
+    } = match args.to_run_config() {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
+    vmm::logger::init(log_level);
     // Before any thread exists, so that every thread inherits the blocked set and the
     // signals reach only the main loop's signalfd.
     if let Err(e) = signals::block_host_signals() {
@@ -42,7 +46,7 @@ fn run(args: &RunArgs) -> u8 {
     };
     let requests = main_loop.requests();
     requests.set_no_reboot(config.no_reboot);
-    requests.set_sigterm_powerdown(args.on_sigterm == SigtermAction::Powerdown);
+    requests.set_sigterm_powerdown(config.on_sigterm == SigtermAction::Powerdown);
     let mut machine = match Machine::new(&config, requests.clone(), serial_out) {
         Ok(m) => m,
         Err(e) => return fail(&e.to_string()),
@@ -51,7 +55,7 @@ fn run(args: &RunArgs) -> u8 {
         return fail(&e);
     }
     // Kept alive until the VMM exits; dropping it removes the sockets.
-    let _management = match args.management() {
+    let _management = match management {
         Some(server_config) => {
             match start_management(&mut main_loop, &config, &machine, server_config) {
                 Ok(server) => Some(server),
