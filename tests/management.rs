@@ -101,6 +101,8 @@ fn virsh_queries() {
         !ok && err.contains("not supported") && err.contains("virDomainQemuMonitorCommand"),
         "{err}"
     );
+    // The VMM's own vCPU limit (its MP table's), through the hypervisor, not a copy in mgmt.
+    assert_eq!(vm.virsh(&["maxvcpus"]).trim(), "254");
     assert!(vm.virsh(&["nodeinfo"]).contains("CPU(s):"));
     assert!(!vm.virsh(&["hostname"]).trim().is_empty());
     let (ok, _, err) = vm.virsh_on(&vm.socket, &["dominfo", "nosuchdomain"]);

@@ -24,7 +24,6 @@ use crate::xdr::{XdrError, XdrReader, XdrWriter};
 const DRIVER_TYPE: &str = "VMM";
 /// The libvirt version whose protocol we speak.
 const LIB_VERSION: u64 = 9_000_000;
-const MAX_VCPUS: i32 = 254;
 const NODE_MODEL_CHARS: usize = 32;
 
 impl From<XdrError> for RemoteError {
@@ -477,12 +476,12 @@ fn connect_get_lib_version(
 }
 
 fn connect_get_max_vcpus(
-    _: &Call,
+    call: &Call,
     args: &mut XdrReader,
     ret: &mut XdrWriter,
 ) -> Result<(), RemoteError> {
     let _type = args.get_optional(|r| r.get_string(STRING_MAX))?;
-    ret.put_i32(MAX_VCPUS);
+    ret.put_i32(i32::try_from(call.shared.hypervisor().max_vcpus()).unwrap_or(i32::MAX));
     Ok(())
 }
 

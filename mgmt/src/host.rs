@@ -16,15 +16,11 @@ pub struct NodeInfo {
     pub threads: i32,
 }
 
-fn meminfo_kib() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
+/// The host's RAM (MemTotal in /proc/meminfo), in KiB; None if it cannot be read.
+pub fn memory_total_kib() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn cpu_mhz() -> i32 {
@@ -75,7 +71,7 @@ pub fn node_info() -> NodeInfo {
     let cpus = node_cpus().1.len() as i32;
     NodeInfo {
         model: std::env::consts::ARCH.to_string(),
-        memory_kib: meminfo_kib(),
+        memory_kib: memory_total_kib().unwrap_or(0),
         cpus,
         mhz: cpu_mhz(),
         nodes: 1,

@@ -18,6 +18,8 @@ pub struct VcpuInfo {
 }
 
 pub trait Hypervisor: Send + Sync {
+    /// The most vCPUs a domain can have here (CONNECT_GET_MAX_VCPUS).
+    fn max_vcpus(&self) -> u32;
     /// A snapshot of the domain (cheap: every domain call looks the domain up through it).
     fn status(&self) -> DomainStatus;
     /// CPU time the domain has used, for virDomainGetInfo only (it costs a system call).

@@ -339,10 +339,7 @@ pub fn format_size(bytes: u64) -> String {
 
 /// Total RAM of this host (MemTotal from /proc/meminfo), if it can be read.
 pub fn host_ram_bytes() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
+    mgmt::host::memory_total_kib()?.checked_mul(1024)
 }
 
 /// Parses `stdio`, `none` or `file=PATH`.

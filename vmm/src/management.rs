@@ -494,6 +494,10 @@ impl Hypervisor for ManagedDomain {
             .map_err(operation_failed)
     }
 
+    fn max_vcpus(&self) -> u32 {
+        u32::from(crate::config::MAX_VCPUS)
+    }
+
     fn emulator_affinity(&self) -> Result<CpuSet, RemoteError> {
         self.pinning.emulator_affinity().map_err(operation_failed)
     }

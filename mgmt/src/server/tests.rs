@@ -39,6 +39,9 @@ fn domain() -> DomainRef {
 }
 
 impl Hypervisor for FakeVm {
+    fn max_vcpus(&self) -> u32 {
+        254
+    }
     fn status(&self) -> DomainStatus {
         DomainStatus {
             domain: domain(),
