@@ -315,6 +315,15 @@ try:
     conn.lookupByName("nosuch"); raise SystemExit("lookup of a missing domain succeeded")
 except libvirt.libvirtError as e:
     assert e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+# Flags this VMM does not know are refused, as libvirt's drivers refuse them (virCheckFlags).
+for call, name in [(lambda: dom.reset(1), "virDomainReset"), (lambda: dom.state(4), "virDomainGetState"),
+                   (lambda: dom.XMLDesc(0x100), "virDomainGetXMLDesc")]:
+    try:
+        call(); raise SystemExit(name + " took unknown flags")
+    except libvirt.libvirtError as e:
+        assert e.get_error_code() == libvirt.VIR_ERR_INVALID_ARG, (name, e.get_error_code())
+        assert "unsupported flags" in str(e) and name in str(e), str(e)
+assert dom.isActive() == 1  # the refused reset did nothing
 deadline = time.time() + 10
 want = [(3, 0), (4, 0), (5, 1), (2, 0)]
 while events[:4] != want and time.time() < deadline:

@@ -716,7 +716,7 @@ fn domain_get_state(
     ret: &mut XdrWriter,
 ) -> Result<(), RemoteError> {
     let s = call.domain_arg(args)?;
-    let _flags = args.get_u32()?;
+    check_flags(args.get_u32()?, 0, "virDomainGetState")?;
     ret.put_i32(s.state as i32);
     ret.put_i32(s.reason);
     Ok(())
@@ -728,7 +728,8 @@ fn domain_get_xml_desc(
     ret: &mut XdrWriter,
 ) -> Result<(), RemoteError> {
     call.domain_arg(args)?;
-    let _flags = args.get_u32()?;
+    // SECURE, INACTIVE, UPDATE_CPU, MIGRATABLE: the XML is the same for all of them here.
+    check_flags(args.get_u32()?, 0xf, "virDomainGetXMLDesc")?;
     ret.put_string(&call.shared.hypervisor().xml());
     Ok(())
 }
@@ -780,7 +781,7 @@ fn domain_has_managed_save_image(
     ret: &mut XdrWriter,
 ) -> Result<(), RemoteError> {
     call.domain_arg(args)?;
-    let _flags = args.get_u32()?;
+    check_flags(args.get_u32()?, 0, "virDomainHasManagedSaveImage")?;
     ret.put_i32(0);
     Ok(())
 }
@@ -801,7 +802,8 @@ fn domain_get_messages(
     ret: &mut XdrWriter,
 ) -> Result<(), RemoteError> {
     call.domain_arg(args)?;
-    let _flags = args.get_u32()?;
+    // DEPRECATION, TAINTING: there are none of either.
+    check_flags(args.get_u32()?, 0x3, "virDomainGetMessages")?;
     ret.put_u32(0);
     Ok(())
 }
@@ -861,7 +863,7 @@ fn domain_reboot(call: &Call, args: &mut XdrReader, _: &mut XdrWriter) -> Result
 
 fn domain_reset(call: &Call, args: &mut XdrReader, _: &mut XdrWriter) -> Result<(), RemoteError> {
     call.domain_arg(args)?;
-    let _flags = args.get_u32()?;
+    check_flags(args.get_u32()?, 0, "virDomainReset")?;
     call.shared.hypervisor().reset()
 }
 
@@ -876,7 +878,8 @@ fn domain_destroy_flags(
     _: &mut XdrWriter,
 ) -> Result<(), RemoteError> {
     call.domain_arg(args)?;
-    let _flags = args.get_u32()?; // GRACEFUL: nothing is ever in flight that a hard stop would lose
+    // GRACEFUL: nothing is ever in flight that a hard stop would lose; REMOVE_LOGS: no logs.
+    check_flags(args.get_u32()?, 0x3, "virDomainDestroyFlags")?;
     call.shared.hypervisor().destroy()
 }
 
