@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::managed::{clients_available, Managed, NAME};
-use common::raw_rpc::{error_message, frame, REMOTE};
+use common::raw_rpc::{self, error_message, frame, REMOTE};
 use common::{kvm_available, wait_timeout, TempDir, VMM};
 
 const CONNECT_OPEN: i32 = 1;
@@ -40,18 +40,8 @@ fn connect(socket: &Path) -> UnixStream {
     s
 }
 
-/// Reads one reply: (serial, status, payload).
 fn read_reply(s: &mut UnixStream) -> (u32, i32, Vec<u8>) {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).expect("a reply (none within 10 s)");
-    let mut rest = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
-    s.read_exact(&mut rest).expect("the rest of the reply");
-    let word = |i: usize| [rest[i], rest[i + 1], rest[i + 2], rest[i + 3]];
-    (
-        u32::from_be_bytes(word(16)),
-        i32::from_be_bytes(word(20)),
-        rest[24..].to_vec(),
-    )
+    raw_rpc::read_reply(s).expect("a reply (none within 10 s)")
 }
 
 fn call(proc_: i32, serial: u32, args: &[u8]) -> Vec<u8> {

@@ -39,13 +39,21 @@ pub fn exchange(socket: &Path, bytes: &[u8]) -> Option<(i32, Vec<u8>)> {
     let mut s = UnixStream::connect(socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(bytes).unwrap();
+    read_reply(&mut s).map(|(_, status, payload)| (status, payload))
+}
+
+/// Reads one reply frame: (serial, status, payload); None if the connection ended first.
+pub fn read_reply(s: &mut UnixStream) -> Option<(u32, i32, Vec<u8>)> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).ok()?;
-    let len = u32::from_be_bytes(len) as usize;
-    let mut rest = vec![0u8; len.saturating_sub(4)];
+    let mut rest = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
     s.read_exact(&mut rest).ok()?;
-    let status = i32::from_be_bytes([rest[20], rest[21], rest[22], rest[23]]);
-    Some((status, rest[24..].to_vec()))
+    let word = |i: usize| [rest[i], rest[i + 1], rest[i + 2], rest[i + 3]];
+    Some((
+        u32::from_be_bytes(word(16)),
+        i32::from_be_bytes(word(20)),
+        rest[24..].to_vec(),
+    ))
 }
 
 pub fn error_message(payload: &[u8]) -> String {
