@@ -1,24 +1,19 @@
 //! Management thread: the libvirt remote RPC surface, so that unmodified `virsh` and
 //! libvirt-python can manage the VM.
 //!
-//! - `xdr`: the XDR codec, bounded decoders.
-//! - `wire`: framing, the message header, incremental frame reassembly, error replies.
-//! - `protocol`: program, procedure, error, event and state numbers.
-//! - `cpuset`: host CPU sets (libvirt cpuset text, cpumap bitmaps).
-//! - `domain`: `remote_nonnull_domain` and the domain's status snapshot.
-//! - `server`: event loop, worker pool, clients (see its lock rules).
-//! - `dispatch`: the dispatch tables and handlers.
-//! - `hypervisor`: what the VMM provides; `host`: facts about the host.
+//! - `rpc`: the generic layer (XDR, framing, the server with its event loop and workers,
+//!   the `Program` trait). It knows no procedures.
+//! - `remote`: the REMOTE program on top of it, and what it needs from the VMM
+//!   (`Hypervisor`).
+//! - `cpuset`: host CPU sets (libvirt cpuset text, cpumap bitmaps); `host`: host facts.
 
 pub mod cpuset;
-mod dispatch;
-pub mod domain;
 pub mod host;
-pub mod hypervisor;
-pub mod protocol;
-pub mod server;
-pub mod wire;
-pub mod xdr;
+pub mod remote;
+pub mod rpc;
 
-pub use hypervisor::Hypervisor;
-pub use server::{Server, ServerConfig};
+pub use remote::{Hypervisor, RemoteServer};
+pub use rpc::ServerConfig;
+
+#[cfg(test)]
+mod tests;

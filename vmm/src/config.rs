@@ -125,7 +125,7 @@ pub fn random_uuid() -> [u8; 16] {
 
 /// Parses a UUID (with or without dashes).
 pub fn parse_uuid(text: &str) -> Result<[u8; 16], ParseError> {
-    mgmt::domain::parse_uuid(text).ok_or_else(|| {
+    mgmt::remote::domain::parse_uuid(text).ok_or_else(|| {
         ParseError(format!(
             "'{text}' is not a UUID (like 6695eb01-f6a4-8304-79aa-97f2502e193f)"
         ))

@@ -125,11 +125,11 @@ fn start_management(
     config: &VmConfig,
     machine: &Machine,
     server_config: mgmt::ServerConfig,
-) -> Result<Arc<mgmt::Server>, String> {
+) -> Result<Arc<mgmt::RemoteServer>, String> {
     let socket = server_config.socket.clone();
     let domain = ManagedDomain::new(config, main_loop.requests(), machine.pinning().clone());
     let server = Arc::new(
-        mgmt::Server::start(server_config, domain.clone())
+        mgmt::RemoteServer::start(server_config, domain.clone())
             .map_err(|e| format!("--mgmt-socket: {e}"))?,
     );
     main_loop.set_shutdown_action(ShutdownAction::Pause);

@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use mgmt::cpuset::CpuSet;
-use mgmt::domain::{format_uuid, DomainRef, DomainStatus};
-use mgmt::hypervisor::VcpuInfo;
-use mgmt::protocol::{error_code, error_domain, DomainState, Lifecycle};
-use mgmt::wire::RemoteError;
-use mgmt::{Hypervisor, Server};
+use mgmt::remote::domain::format_uuid;
+use mgmt::remote::protocol::{DomainState, Lifecycle};
+use mgmt::remote::{DomainRef, DomainStatus, Hypervisor, RemoteServer, VcpuInfo};
+use mgmt::rpc::error::{code as error_code, domain as error_domain};
+use mgmt::rpc::RemoteError;
 
 use crate::config::{KernelSource, SerialConfig, VmConfig};
 use crate::main_loop::{Event, Requests, RunState, ShutdownCause, Ticket};
@@ -288,12 +288,15 @@ impl ManagedDomain {
     }
 
     /// Turns main-loop events into libvirt lifecycle events. Runs on the main-loop thread.
-    pub fn event_listener(self: &Arc<Self>, server: Arc<Server>) -> Box<dyn Fn(&Event) + Send> {
+    pub fn event_listener(
+        self: &Arc<Self>,
+        server: Arc<RemoteServer>,
+    ) -> Box<dyn Fn(&Event) + Send> {
         let domain = self.clone();
         Box::new(move |event| domain.on_event(&server, event))
     }
 
-    fn on_event(&self, server: &Server, event: &Event) {
+    fn on_event(&self, server: &RemoteServer, event: &Event) {
         let lifecycle: Vec<Lifecycle> = match *event {
             Event::Shutdown { cause } => {
                 self.book().pending_cause = Some(cause);

@@ -2,9 +2,9 @@
 //! requests with its main loop and waiting for the loop to confirm; handlers never touch
 //! vCPUs or devices.
 
+use super::domain::DomainStatus;
 use crate::cpuset::CpuSet;
-use crate::domain::DomainStatus;
-use crate::wire::RemoteError;
+use crate::rpc::RemoteError;
 
 /// One vCPU thread as virDomainGetVcpus reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]

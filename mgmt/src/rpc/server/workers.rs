@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use super::{Job, Shared};
-use crate::dispatch;
 
-pub(crate) fn spawn(shared: &Arc<Shared>, priority: bool) {
+pub(crate) fn spawn<D: Send + 'static>(shared: &Arc<Shared<D>>, priority: bool) {
     let worker_shared = shared.clone();
     let name = if priority {
         "mgmt-prio-worker"
@@ -33,7 +32,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>, priority: bool) {
 }
 
 /// Waits for the next job; None when the server stops.
-fn next_job(shared: &Shared, priority: bool) -> Option<Job> {
+fn next_job<D: Send + 'static>(shared: &Shared<D>, priority: bool) -> Option<Job<D>> {
     let mut state = shared.lock();
     if !priority {
         state.idle_workers += 1;
@@ -63,10 +62,10 @@ fn next_job(shared: &Shared, priority: bool) -> Option<Job> {
     job
 }
 
-fn run(shared: &Arc<Shared>, priority: bool) {
+fn run<D: Send + 'static>(shared: &Arc<Shared<D>>, priority: bool) {
     super::lower_thread_priority();
     while let Some(job) = next_job(shared, priority) {
-        let reply = dispatch::dispatch(shared, &job.client, &job.frame);
+        let reply = shared.run_call(&job);
         job.client.lock().push(reply, true);
         shared.flush(&job.client);
     }

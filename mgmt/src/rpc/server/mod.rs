@@ -1,7 +1,7 @@
 //! The RPC server, shaped like libvirtd's (src/rpc/virnetserver*.c, virthreadpool.c):
 //! an event-loop thread that owns every socket, a worker pool woken by the `job` condition,
-//! clients with rx / dx / tx queues and a cap on requests in flight, dispatch tables per
-//! program.
+//! clients with rx / dx / tx queues and a cap on requests in flight, and the programs it
+//! routes calls to. It knows no program's procedures.
 //!
 //! Lock order (from libvirtd, kept here):
 //! 1. The server lock (`Shared::state`) is the top-level lock and is taken before any client
@@ -15,27 +15,21 @@
 
 mod client;
 mod event_loop;
+mod keepalive;
+mod socket;
 mod workers;
 
 use std::collections::{HashMap, VecDeque};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-pub use client::{Callback, Client};
+pub use client::Client;
 
-use crate::dispatch;
-use crate::domain::DomainRef;
-use crate::hypervisor::Hypervisor;
-use crate::protocol::{
-    procedure, Lifecycle, EVENT_ID_LIFECYCLE, EVENT_ID_REBOOT, REMOTE_PROGRAM, REMOTE_VERSION,
-};
-use crate::wire::{self, Frame, Header, MessageType, Status};
-use crate::xdr::XdrWriter;
+use super::program::{Broadcast, Program, Scheduling};
+use super::wire::{self, Frame, Header, MessageType, Status};
 
 /// Limits and sockets (libvirtd's defaults where it has them).
 #[derive(Clone, Debug)]
@@ -75,38 +69,32 @@ impl Default for ServerConfig {
     }
 }
 
-/// An event to send: its body after the callback id is encoded once, for every client.
-pub(crate) struct PendingEvent {
-    event_id: i32,
-    procedure: i32,
-    domain_uuid: [u8; 16],
-    body: Vec<u8>,
-}
-
 /// Events waiting for the event loop; past this the oldest are dropped (with a warning),
 /// so a main loop emitting faster than the loop sends cannot grow the server.
 const MAX_PENDING_EVENTS: usize = 1024;
 
 /// A call waiting for a worker.
-pub(crate) struct Job {
-    client: Arc<Client>,
+pub(crate) struct Job<D> {
+    client: Arc<Client<D>>,
     frame: Frame,
+    /// Index of its program in `Shared::programs`.
+    program: usize,
 }
 
 /// Guarded by the server lock.
-pub(crate) struct ServerState {
-    clients: HashMap<u64, Arc<Client>>,
-    jobs: VecDeque<Job>,
-    prio_jobs: VecDeque<Job>,
+pub(crate) struct ServerState<D> {
+    clients: HashMap<u64, Arc<Client<D>>>,
+    jobs: VecDeque<Job<D>>,
+    prio_jobs: VecDeque<Job<D>>,
     workers: usize,
     idle_workers: usize,
     quit: bool,
 }
 
-pub(crate) struct Shared {
+pub(crate) struct Shared<D> {
     config: ServerConfig,
-    hypervisor: Arc<dyn Hypervisor>,
-    state: Mutex<ServerState>,
+    programs: Vec<Arc<dyn Program<D>>>,
+    state: Mutex<ServerState<D>>,
     /// Signalled when a job is queued (libvirt's `job` condition); priority workers wait on
     /// their own so that a wakeup is never spent on a worker that cannot take the job.
     job: Condvar,
@@ -117,14 +105,14 @@ pub(crate) struct Shared {
     /// Clients the event loop must look at when woken. A leaf lock: nothing else is taken
     /// while it is held.
     dirty: Mutex<Vec<u64>>,
-    /// Events emitted and not yet sent: the event loop sends them, so whoever emits (the
+    /// Events posted and not yet sent: the event loop sends them, so whoever posts (the
     /// VMM's main loop) never takes a client lock or writes a socket. A leaf lock, bounded.
-    events: Mutex<VecDeque<PendingEvent>>,
+    events: Mutex<VecDeque<Box<dyn Broadcast<D>>>>,
     worker_threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, ServerState> {
+impl<D: Send + 'static> Shared<D> {
+    fn lock(&self) -> MutexGuard<'_, ServerState<D>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -133,10 +121,10 @@ impl Shared {
     }
 
     /// Writes what `client` has queued as far as its socket takes it, from the calling thread
-    /// (a worker, or whoever emits an event), as libvirtd's workers do. The event loop is
-    /// woken only when the client's interest must change (output left over, reading to
-    /// resume), buffered input can now be parsed, or the client must go.
-    fn flush(&self, client: &Arc<Client>) {
+    /// (a worker, or the event loop), as libvirtd's workers do. The event loop is woken only
+    /// when the client's interest must change (output left over, reading to resume),
+    /// buffered input can now be parsed, or the client must go.
+    fn flush(&self, client: &Arc<Client<D>>) {
         let needs_loop = {
             let mut c = client.lock();
             if !c.closed && !c.tx.is_empty() && c.write_to(&client.stream).is_err() {
@@ -162,15 +150,37 @@ impl Shared {
         std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    pub(crate) fn hypervisor(&self) -> &dyn Hypervisor {
-        self.hypervisor.as_ref()
+    /// The program a message is for, by number and version.
+    fn program_of(&self, header: &Header) -> Option<usize> {
+        self.programs
+            .iter()
+            .position(|p| p.number() == header.program && p.version() == header.version)
+    }
+
+    fn scheduling(&self, header: &Header) -> Scheduling {
+        self.program_of(header)
+            .map(|i| self.programs[i].scheduling(header.procedure))
+            .unwrap_or_default()
+    }
+
+    /// A call its client's later calls must wait for (see `Scheduling::barrier`).
+    fn is_barrier(&self, header: &Header) -> bool {
+        header.kind == MessageType::Call.raw()
+            && header.status == Status::Ok as i32
+            && self.scheduling(header).barrier
     }
 
     /// Queues a call for the workers; starts another worker if all are busy.
-    fn queue_job(self: &Arc<Self>, client: Arc<Client>, frame: Frame) {
-        let priority = dispatch::is_priority(&frame.header);
+    fn queue_job(self: &Arc<Self>, client: Arc<Client<D>>, frame: Frame, program: usize) {
+        let priority = self.programs[program]
+            .scheduling(frame.header.procedure)
+            .priority;
         let mut state = self.lock();
-        let job = Job { client, frame };
+        let job = Job {
+            client,
+            frame,
+            program,
+        };
         if priority {
             state.prio_jobs.push_back(job);
         } else {
@@ -190,8 +200,23 @@ impl Shared {
         self.job.notify_one();
     }
 
+    /// Runs one call and returns the whole reply frame.
+    fn run_call(&self, job: &Job<D>) -> Vec<u8> {
+        let header = &job.frame.header;
+        let mut reply = wire::start_frame(&header.reply(Status::Ok));
+        match self.programs[job.program].dispatch(
+            &job.client,
+            header.procedure,
+            &job.frame.payload,
+            &mut reply,
+        ) {
+            Ok(()) => wire::finish_frame(reply),
+            Err(e) => e.reply_to(header),
+        }
+    }
+
     /// Queues an event for the event loop to send.
-    fn post_event(&self, event: PendingEvent) {
+    fn post(&self, event: Box<dyn Broadcast<D>>) {
         {
             let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
             if events.len() >= MAX_PENDING_EVENTS {
@@ -203,34 +228,23 @@ impl Shared {
         self.wake_loop();
     }
 
-    fn take_events(&self) -> VecDeque<PendingEvent> {
+    fn take_events(&self) -> VecDeque<Box<dyn Broadcast<D>>> {
         std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Sends an event message to every client with a matching registration, one message per
-    /// callback (each carries its callback id). Runs on the event loop.
-    fn broadcast(&self, event: &PendingEvent) {
-        let clients: Vec<Arc<Client>> = self.lock().clients.values().cloned().collect();
+    /// Sends an event to every client whose data asks for it. Runs on the event loop.
+    fn broadcast(&self, event: &dyn Broadcast<D>) {
+        let clients: Vec<Arc<Client<D>>> = self.lock().clients.values().cloned().collect();
+        let mut messages = Vec::new();
         for client in clients {
             {
                 let mut c = client.lock();
-                let ids: Vec<i32> = c
-                    .callbacks
-                    .iter()
-                    .filter(|cb| {
-                        cb.event_id == event.event_id
-                            && cb.domain_uuid.is_none_or(|u| u == event.domain_uuid)
-                    })
-                    .map(|cb| cb.id)
-                    .collect();
-                if ids.is_empty() {
+                event.messages_for(&c.data, &mut messages);
+                if messages.is_empty() {
                     continue;
                 }
-                for id in ids {
-                    let mut w = event_frame(event.procedure);
-                    w.put_i32(id);
-                    w.put_raw(&event.body);
-                    c.push(wire::finish_frame(w), false);
+                for message in messages.drain(..) {
+                    c.push(message, false);
                 }
                 if c.tx_bytes > self.config.max_client_backlog {
                     log::warn!(
@@ -246,106 +260,27 @@ impl Shared {
 }
 
 /// Handle to the running server; dropping it stops the threads and removes the sockets.
-pub struct Server {
-    shared: Arc<Shared>,
+pub struct Server<D: Send + 'static> {
+    shared: Arc<Shared<D>>,
     event_loop: Option<JoinHandle<()>>,
     sockets: Vec<PathBuf>,
 }
 
-/// Whether a server listens on the socket file at `path`. The connect is non-blocking: a live
-/// server that is not accepting (its backlog full, or stopped) makes a blocking connect wait
-/// for good, and this runs where the host's signals are already blocked.
-fn someone_listens(path: &std::path::Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
-    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.len() >= addr.sun_path.len() {
-        return false; // bind will report the name as too long
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: socket() takes no pointers; the descriptor is closed below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return true; // cannot tell: never take the path
-    }
-    // SAFETY: addr is a valid sockaddr_un and the length given is its size.
-    let rc = unsafe {
-        libc::connect(
-            fd,
-            (&addr as *const libc::sockaddr_un).cast(),
-            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-        )
-    };
-    let error = std::io::Error::last_os_error().raw_os_error();
-    // SAFETY: fd is ours and still open.
-    unsafe { libc::close(fd) };
-    // Connected, or refused only because the backlog is full (EAGAIN): a server is there.
-    // ECONNREFUSED: the file is stale.
-    rc == 0 || error != Some(libc::ECONNREFUSED)
-}
-
-fn bind(path: &PathBuf, mode: u32) -> std::io::Result<UnixListener> {
-    // A socket file left by an earlier run would make bind fail: remove it, but only if it is
-    // a socket nobody listens on (never take a live server's path).
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        use std::os::unix::fs::FileTypeExt;
-        if meta.file_type().is_socket() {
-            if someone_listens(path) {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    "a server is already listening there",
-                ));
-            }
-            std::fs::remove_file(path)?;
-        }
-    }
-    // Create the socket file with its final permissions: no moment with the default ones.
-    // SAFETY: umask only changes this process's file-creation mask; it is restored at once.
-    let old_mask = unsafe { libc::umask(!mode & 0o777) };
-    let bound = UnixListener::bind(path);
-    // SAFETY: as above.
-    unsafe { libc::umask(old_mask) };
-    let listener = bound?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
-}
-
-impl Server {
+impl<D: Default + Send + 'static> Server<D> {
     /// Binds the sockets and starts the event loop and the minimum of workers.
-    pub fn start(config: ServerConfig, hypervisor: Arc<dyn Hypervisor>) -> Result<Server, String> {
-        let name = |p: &PathBuf| p.display().to_string();
-        let mut listeners = vec![(
-            bind(&config.socket, config.socket_mode)
-                .map_err(|e| format!("{}: {e}", name(&config.socket)))?,
-            false,
-        )];
-        let mut sockets = vec![config.socket.clone()];
-        if let Some(ro) = &config.readonly_socket {
-            match bind(ro, config.socket_mode) {
-                Ok(listener) => listeners.push((listener, true)),
-                Err(e) => {
-                    // Leave nothing behind: the read-write socket was created just now.
-                    let _ = std::fs::remove_file(&config.socket);
-                    return Err(format!("{}: {e}", name(ro)));
-                }
-            }
-            sockets.push(ro.clone());
-        }
+    pub fn start(
+        config: ServerConfig,
+        programs: Vec<Arc<dyn Program<D>>>,
+    ) -> Result<Server<D>, String> {
+        let (listeners, sockets) = socket::listen(
+            &config.socket,
+            config.readonly_socket.as_deref(),
+            config.socket_mode,
+        )?;
         let wakeup = EventFd::new(EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
         let shared = Arc::new(Shared {
             config: config.clone(),
-            hypervisor,
+            programs,
             state: Mutex::new(ServerState {
                 clients: HashMap::new(),
                 jobs: VecDeque::new(),
@@ -374,32 +309,12 @@ impl Server {
             sockets,
         })
     }
+}
 
-    /// Sends a lifecycle event to every subscribed client, from the server's event loop.
-    pub fn emit_lifecycle(&self, domain: &DomainRef, event: Lifecycle) {
-        let (event, detail) = event.wire();
-        let mut body = XdrWriter::new();
-        domain.encode(&mut body);
-        body.put_i32(event);
-        body.put_i32(detail);
-        self.shared.post_event(PendingEvent {
-            event_id: EVENT_ID_LIFECYCLE,
-            procedure: procedure::DOMAIN_EVENT_CALLBACK_LIFECYCLE,
-            domain_uuid: domain.uuid,
-            body: body.into_inner(),
-        });
-    }
-
-    /// Sends a reboot event (the guest reset) to every subscribed client.
-    pub fn emit_reboot(&self, domain: &DomainRef) {
-        let mut body = XdrWriter::new();
-        domain.encode(&mut body);
-        self.shared.post_event(PendingEvent {
-            event_id: EVENT_ID_REBOOT,
-            procedure: procedure::DOMAIN_EVENT_CALLBACK_REBOOT,
-            domain_uuid: domain.uuid,
-            body: body.into_inner(),
-        });
+impl<D: Send + 'static> Server<D> {
+    /// Sends an event to the clients that want it, from the server's event loop.
+    pub fn post(&self, event: Box<dyn Broadcast<D>>) {
+        self.shared.post(event);
     }
 
     /// Connected clients (for tests and logs).
@@ -421,19 +336,7 @@ pub(crate) fn lower_thread_priority() {
     }
 }
 
-/// An async event message: type MESSAGE, serial 1 (as libvirtd sends).
-fn event_frame(proc_number: i32) -> XdrWriter {
-    wire::start_frame(&Header {
-        program: REMOTE_PROGRAM,
-        version: REMOTE_VERSION,
-        procedure: proc_number,
-        kind: MessageType::Message.raw(),
-        serial: 1,
-        status: Status::Ok as i32,
-    })
-}
-
-impl Drop for Server {
+impl<D: Send + 'static> Drop for Server<D> {
     fn drop(&mut self) {
         self.shared.lock().quit = true;
         self.shared.job.notify_all();
@@ -457,6 +360,3 @@ impl Drop for Server {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -4,7 +4,6 @@
 //! the loop's periodic timeout.
 
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -12,14 +11,11 @@ use std::time::Duration;
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 
 use super::client::{Client, ClientState, ReadOutcome, READ_CHUNK};
+use super::keepalive;
+use super::socket::Listener;
 use super::Shared;
-use crate::dispatch;
-use crate::protocol::{error_code, error_domain};
-use crate::protocol::{
-    KEEPALIVE_PING, KEEPALIVE_PONG, KEEPALIVE_PROGRAM, KEEPALIVE_VERSION, QEMU_PROGRAM,
-    REMOTE_PROGRAM, REMOTE_VERSION,
-};
-use crate::wire::{self, Frame, Header, MessageType, RemoteError, Status};
+use crate::rpc::error::{code, domain, RemoteError};
+use crate::rpc::wire::{Frame, Header, MessageType, Status};
 
 const WAKEUP: u32 = 0;
 const FIRST_LISTENER: u32 = 1;
@@ -27,20 +23,21 @@ const FIRST_CLIENT: u32 = 16;
 /// How often the loop wakes by itself to check keepalive deadlines.
 const TICK: Duration = Duration::from_secs(1);
 
-struct LoopSubscriber {
-    shared: Arc<Shared>,
-    listeners: Vec<(UnixListener, bool)>,
+struct LoopSubscriber<D: Send + 'static> {
+    shared: Arc<Shared<D>>,
+    listeners: Vec<Listener>,
     listening: bool,
     next_client_id: u32,
     /// Every socket read lands here first (one buffer for all clients, loop thread only).
     scratch: Vec<u8>,
 }
 
-pub(crate) fn spawn(
-    shared: Arc<Shared>,
-    listeners: Vec<(UnixListener, bool)>,
+pub(crate) fn spawn<D: Default + Send + 'static>(
+    shared: Arc<Shared<D>>,
+    listeners: Vec<Listener>,
 ) -> Result<JoinHandle<()>, String> {
-    let mut manager = EventManager::<LoopSubscriber>::new().map_err(|e| format!("epoll: {e:?}"))?;
+    let mut manager =
+        EventManager::<LoopSubscriber<D>>::new().map_err(|e| format!("epoll: {e:?}"))?;
     let subscriber = LoopSubscriber {
         shared: shared.clone(),
         listeners,
@@ -57,104 +54,53 @@ pub(crate) fn spawn(
                 if let Err(e) = manager.run_with_timeout(TICK.as_millis() as i32) {
                     log::error!("management event loop: {e:?}");
                 }
-                keepalive_tick(&shared);
+                keepalive::tick(&shared);
             }
         })
         .map_err(|e| format!("cannot start the management loop thread: {e}"))
 }
 
-/// Pings clients that asked for keepalive and have been silent; drops the unresponsive.
-fn keepalive_tick(shared: &Shared) {
-    let interval = shared.config.keepalive_interval;
-    if interval == 0 {
-        return;
-    }
-    let clients: Vec<Arc<Client>> = shared.lock().clients.values().cloned().collect();
-    for client in clients {
-        {
-            let mut c = client.lock();
-            if !c.keepalive || c.closed {
-                continue;
-            }
-            let silent = c.last_heard.elapsed().as_secs();
-            if silent < interval * u64::from(c.pings_unanswered + 1) {
-                continue;
-            }
-            if c.pings_unanswered >= shared.config.keepalive_count {
-                log::info!(
-                    "management client {} stopped answering keepalive pings",
-                    client.id
-                );
-                c.closed = true;
-            } else {
-                c.pings_unanswered += 1;
-                c.push(keepalive_message(KEEPALIVE_PING), false);
-            }
-        }
-        shared.flush(&client);
-    }
-}
-
-fn keepalive_message(procedure: i32) -> Vec<u8> {
-    let header = Header {
-        program: KEEPALIVE_PROGRAM,
-        version: KEEPALIVE_VERSION,
-        procedure,
-        kind: MessageType::Message.raw(),
-        serial: 0,
-        status: Status::Ok as i32,
-    };
-    wire::frame(&header, &[])
-}
-
 fn rpc_error(header: &Header, message: String) -> Vec<u8> {
-    RemoteError::new(error_code::RPC, error_domain::RPC, message).reply_to(header)
-}
-
-/// What a libvirt driver without a QEMU monitor answers (VIR_ERR_NO_SUPPORT, not an RPC
-/// error), so virsh prints "not supported" for qemu-monitor-command and friends.
-fn qemu_program_unsupported(header: &Header) -> Vec<u8> {
-    let function = match header.procedure {
-        1 => "virDomainQemuMonitorCommand".to_string(),
-        6 => "virDomainQemuAgentCommand".to_string(),
-        8 => "virDomainQemuMonitorCommandWithFiles".to_string(),
-        n => format!("QEMU procedure {n}"),
-    };
-    RemoteError::new(
-        error_code::NO_SUPPORT,
-        error_domain::DOMAIN,
-        format!("this function is not supported by the connection driver: {function}"),
-    )
-    .reply_to(header)
+    RemoteError::new(code::RPC, domain::RPC, message).reply_to(header)
 }
 
 /// Parses buffered input for as long as the client has request slots free.
-fn drain_input(c: &mut ClientState, limit: usize, jobs: &mut Vec<Frame>) -> Result<(), ()> {
+fn drain_input<D: Send + 'static>(
+    shared: &Shared<D>,
+    c: &mut ClientState<D>,
+    jobs: &mut Vec<(Frame, usize)>,
+) -> Result<(), ()> {
+    let limit = shared.config.max_client_requests;
     while c.wants_parse(limit) {
-        let frames = c.parse(limit, dispatch::is_barrier).map_err(|_| ())?;
+        let frames = c.parse(limit, &|h| shared.is_barrier(h)).map_err(|_| ())?;
         if frames.is_empty() {
             break;
         }
-        jobs.extend(frames.into_iter().filter_map(|f| triage(c, f)));
+        jobs.extend(frames.into_iter().filter_map(|f| triage(shared, c, f)));
     }
     Ok(())
 }
 
 /// Queues a reply the event loop makes itself. It holds a request slot until written, as a
 /// worker's reply does, so a client that sends without reading stops being read.
-fn answer(c: &mut ClientState, reply: Vec<u8>) {
+fn answer<D>(c: &mut ClientState<D>, reply: Vec<u8>) {
     c.nrequests += 1;
     c.push(reply, true);
 }
 
-/// What to do with one frame from a client: answer at once, hand to a worker, or ignore.
-fn triage(c: &mut ClientState, frame: Frame) -> Option<Frame> {
+/// What to do with one frame from a client: answer at once, hand to a worker (with the
+/// index of its program), or ignore.
+fn triage<D: Send + 'static>(
+    shared: &Shared<D>,
+    c: &mut ClientState<D>,
+    frame: Frame,
+) -> Option<(Frame, usize)> {
     let h = frame.header;
     let kind = MessageType::from_raw(h.kind);
-    if h.program == KEEPALIVE_PROGRAM && kind == Some(MessageType::Message) {
+    if h.program == keepalive::PROGRAM && kind == Some(MessageType::Message) {
         match h.procedure {
-            KEEPALIVE_PING => answer(c, keepalive_message(KEEPALIVE_PONG)),
-            KEEPALIVE_PONG => c.pings_unanswered = 0,
+            keepalive::PING => answer(c, keepalive::message(keepalive::PONG)),
+            keepalive::PONG => c.pings_unanswered = 0,
             _ => {}
         }
         return None;
@@ -171,11 +117,7 @@ fn triage(c: &mut ClientState, frame: Frame) -> Option<Frame> {
         // Replies, events, streams for no open stream, unknown types: ignored, as libvirtd does.
         _ => return None,
     }
-    if h.program == QEMU_PROGRAM {
-        answer(c, qemu_program_unsupported(&h));
-        return None;
-    }
-    if h.program != REMOTE_PROGRAM || h.version != REMOTE_VERSION {
+    let Some(program) = shared.program_of(&h) else {
         answer(
             c,
             rpc_error(
@@ -184,7 +126,7 @@ fn triage(c: &mut ClientState, frame: Frame) -> Option<Frame> {
             ),
         );
         return None;
-    }
+    };
     if h.status != Status::Ok as i32 {
         answer(
             c,
@@ -193,10 +135,10 @@ fn triage(c: &mut ClientState, frame: Frame) -> Option<Frame> {
         return None;
     }
     c.nrequests += 1;
-    Some(frame)
+    Some((frame, program))
 }
 
-impl LoopSubscriber {
+impl<D: Default + Send + 'static> LoopSubscriber<D> {
     fn accept(&mut self, index: usize, ops: &mut EventOps) {
         let Some((listener, readonly)) = self.listeners.get(index) else {
             return;
@@ -254,14 +196,15 @@ impl LoopSubscriber {
                 || set.contains(EventSet::HANG_UP)
                 || set.contains(EventSet::ERROR)
             {
+                let shared = &self.shared;
                 match c.read_from(
                     &client.stream,
                     limit,
-                    dispatch::is_barrier,
+                    &|h| shared.is_barrier(h),
                     &mut self.scratch,
                 ) {
                     ReadOutcome::Frames(frames) => {
-                        jobs.extend(frames.into_iter().filter_map(|f| triage(&mut c, f)));
+                        jobs.extend(frames.into_iter().filter_map(|f| triage(shared, &mut c, f)));
                     }
                     ReadOutcome::Closed(why) => {
                         log::debug!("management client {id}: {why}");
@@ -273,8 +216,8 @@ impl LoopSubscriber {
                 c.closed = true;
             }
         }
-        for frame in jobs {
-            self.shared.queue_job(client.clone(), frame);
+        for (frame, program) in jobs {
+            self.shared.queue_job(client.clone(), frame, program);
         }
         self.settle(&client, ops);
     }
@@ -283,28 +226,27 @@ impl LoopSubscriber {
     /// registered interest match its queues, or drops a closed client. Loops because the
     /// workers may answer the jobs it queues before it looks again: input left buffered with
     /// a slot free and nobody to parse it would wait for good (the socket has no new bytes).
-    fn settle(&mut self, client: &Arc<Client>, ops: &mut EventOps) {
-        let limit = self.shared.config.max_client_requests;
+    fn settle(&mut self, client: &Arc<Client<D>>, ops: &mut EventOps) {
         loop {
             let mut jobs = Vec::new();
             {
                 let mut c = client.lock();
-                if !c.closed && drain_input(&mut c, limit, &mut jobs).is_err() {
+                if !c.closed && drain_input(&self.shared, &mut c, &mut jobs).is_err() {
                     c.closed = true;
                 }
             }
             if jobs.is_empty() {
                 break;
             }
-            for frame in jobs {
-                self.shared.queue_job(client.clone(), frame);
+            for (frame, program) in jobs {
+                self.shared.queue_job(client.clone(), frame, program);
             }
         }
         self.update(client, ops);
     }
 
     /// Makes the registered interest match the client's queues, or drops a closed client.
-    fn update(&mut self, client: &Arc<Client>, ops: &mut EventOps) {
+    fn update(&mut self, client: &Arc<Client<D>>, ops: &mut EventOps) {
         let limit = self.shared.config.max_client_requests;
         let mut c = client.lock();
         if c.closed {
@@ -343,7 +285,7 @@ impl LoopSubscriber {
     fn refresh(&mut self, ops: &mut EventOps) {
         let _ = self.shared.wakeup.read();
         for event in self.shared.take_events() {
-            self.shared.broadcast(&event);
+            self.shared.broadcast(event.as_ref());
         }
         for id in self.shared.take_dirty() {
             let Some(client) = self.shared.lock().clients.get(&id).cloned() else {
@@ -354,7 +296,7 @@ impl LoopSubscriber {
     }
 }
 
-impl MutEventSubscriber for LoopSubscriber {
+impl<D: Default + Send + 'static> MutEventSubscriber for LoopSubscriber<D> {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         match events.data() {
             WAKEUP => self.refresh(ops),

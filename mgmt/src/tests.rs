@@ -1,4 +1,5 @@
-//! The server in-process with a fake hypervisor: dispatch, client cleanup, keepalive, limits.
+//! The whole stack in-process (the RPC server carrying the REMOTE program) with a fake
+//! hypervisor: dispatch, client cleanup, keepalive, limits.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -7,13 +8,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Server, ServerConfig};
 use crate::cpuset::CpuSet;
-use crate::domain::{DomainRef, DomainStatus};
-use crate::hypervisor::{Hypervisor, VcpuInfo};
-use crate::protocol::{procedure as p, DomainState, Lifecycle, KEEPALIVE_PROGRAM, REMOTE_PROGRAM};
-use crate::wire::{self, FrameReader, Header, RemoteError};
-use crate::xdr::{XdrReader, XdrWriter};
+use crate::remote::protocol::{procedure as p, DomainState, Lifecycle, REMOTE_PROGRAM};
+use crate::remote::{DomainRef, DomainStatus, Hypervisor, RemoteServer as Server, VcpuInfo};
+use crate::rpc::wire::{self, FrameReader, Header};
+use crate::rpc::xdr::{Decode, Encode, XdrReader, XdrWriter};
+use crate::rpc::{RemoteError, ServerConfig};
+
+/// libvirt's keepalive program number.
+const KEEPALIVE_PROGRAM: u32 = 0x6b65_6570;
 
 struct FakeVm {
     suspends: AtomicUsize,
@@ -337,7 +340,7 @@ fn read_only_connections_cannot_change_state() {
     let mut peer = Peer::connect(&path);
     let mut w = XdrWriter::new();
     w.put_optional(None::<&str>, |w, s| w.put_string(s));
-    w.put_u32(crate::protocol::CONNECT_RO);
+    w.put_u32(crate::remote::protocol::CONNECT_RO);
     assert_eq!(peer.call(p::CONNECT_OPEN, &w.into_inner()).0, 0);
     let (status, payload) = peer.call(p::DOMAIN_SUSPEND, &dom_arg());
     assert_eq!(status, 1);
@@ -435,7 +438,7 @@ fn keepalive_pings_and_reaps_silent_clients() {
     });
     let mut peer = Peer::connect(&path);
     let mut w = XdrWriter::new();
-    w.put_i32(crate::protocol::FEATURE_PROGRAM_KEEPALIVE);
+    w.put_i32(crate::remote::protocol::FEATURE_PROGRAM_KEEPALIVE);
     let (_, ret) = peer.call(p::CONNECT_SUPPORTS_FEATURE, &w.into_inner());
     assert_eq!(ret, vec![0, 0, 0, 1]);
     let ping = peer.next().expect("a ping after a second of silence");
@@ -450,7 +453,7 @@ fn keepalive_pings_and_reaps_silent_clients() {
     // A client that answers survives.
     let mut good = Peer::connect(&path);
     let mut w = XdrWriter::new();
-    w.put_i32(crate::protocol::FEATURE_PROGRAM_KEEPALIVE);
+    w.put_i32(crate::remote::protocol::FEATURE_PROGRAM_KEEPALIVE);
     good.call(p::CONNECT_SUPPORTS_FEATURE, &w.into_inner());
     for _ in 0..3 {
         let ping = good.next().unwrap();

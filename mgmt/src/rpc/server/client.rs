@@ -1,6 +1,7 @@
 //! One connection: its socket, the message being read (rx), complete calls waiting for a worker
-//! (counted by `nrequests`), replies and events waiting to be written (tx), and what it has
-//! registered. Everything mutable is behind the client lock (taken after the server lock).
+//! (counted by `nrequests`), replies and events waiting to be written (tx), and the programs'
+//! private data `D`. Everything mutable is behind the client lock (taken after the server
+//! lock).
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -8,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::wire::{Frame, FrameError, FrameReader, Header};
+use crate::rpc::wire::{Frame, FrameError, FrameReader, Header};
 
 /// Most bytes read from a socket at once; unprocessed bytes wait here while the client is at
 /// its request limit, so this also bounds a client's receive memory.
@@ -21,15 +22,7 @@ pub struct Outgoing {
     pub tracked: bool,
 }
 
-/// An event registration (CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Callback {
-    pub id: i32,
-    pub event_id: i32,
-    pub domain_uuid: Option<[u8; 16]>,
-}
-
-pub struct ClientState {
+pub struct ClientState<D> {
     reader: FrameReader,
     /// Bytes read but not yet parsed (at most READ_CHUNK).
     unparsed: Vec<u8>,
@@ -42,25 +35,23 @@ pub struct ClientState {
     /// A call that must finish before the next is parsed (CONNECT_OPEN) is in flight: later
     /// calls wait, so a priority worker cannot run them before it.
     barrier: bool,
-    /// CONNECT_OPEN succeeded.
-    pub open: bool,
-    /// Read-only socket, or CONNECT_OPEN with the RO flag.
-    pub readonly: bool,
-    pub callbacks: Vec<Callback>,
-    pub next_callback_id: i32,
-    /// The client asked for keepalive (feature 10): the server may ping it.
+    /// The client said it speaks keepalive: the server may ping it.
     pub keepalive: bool,
     pub last_heard: Instant,
     pub pings_unanswered: u32,
     pub closed: bool,
     /// Event-loop interest currently registered (read, write).
     pub interest: (bool, bool),
+    /// What the programs keep about this client.
+    pub data: D,
 }
 
-pub struct Client {
+pub struct Client<D> {
     pub id: u64,
     pub stream: UnixStream,
-    state: Mutex<ClientState>,
+    /// It connected through the read-only socket.
+    pub readonly: bool,
+    state: Mutex<ClientState<D>>,
 }
 
 /// What reading from the socket produced.
@@ -71,11 +62,12 @@ pub enum ReadOutcome {
     Closed(String),
 }
 
-impl Client {
-    pub fn new(id: u64, stream: UnixStream, readonly: bool) -> Client {
+impl<D: Default> Client<D> {
+    pub(super) fn new(id: u64, stream: UnixStream, readonly: bool) -> Client<D> {
         Client {
             id,
             stream,
+            readonly,
             state: Mutex::new(ClientState {
                 reader: FrameReader::new(),
                 unparsed: Vec::new(),
@@ -83,25 +75,34 @@ impl Client {
                 tx_bytes: 0,
                 nrequests: 0,
                 barrier: false,
-                open: false,
-                readonly,
-                callbacks: Vec::new(),
-                next_callback_id: 0,
                 keepalive: false,
                 last_heard: Instant::now(),
                 pings_unanswered: 0,
                 closed: false,
                 interest: (true, false),
+                data: D::default(),
             }),
         }
     }
+}
 
-    pub fn lock(&self) -> MutexGuard<'_, ClientState> {
+impl<D> Client<D> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, ClientState<D>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the programs' data for this client, under the client lock.
+    pub fn with_data<R>(&self, f: impl FnOnce(&mut D) -> R) -> R {
+        f(&mut self.lock().data)
+    }
+
+    /// The client speaks keepalive (it said so): ping it when it falls silent.
+    pub fn enable_keepalive(&self) {
+        self.lock().keepalive = true;
     }
 }
 
-impl ClientState {
+impl<D> ClientState<D> {
     pub fn push(&mut self, bytes: Vec<u8>, tracked: bool) {
         if self.closed {
             return;
@@ -119,7 +120,7 @@ impl ClientState {
     pub fn parse(
         &mut self,
         limit: usize,
-        is_barrier: fn(&Header) -> bool,
+        is_barrier: &dyn Fn(&Header) -> bool,
     ) -> Result<Vec<Frame>, FrameError> {
         let mut frames = Vec::new();
         let mut offset = 0;
@@ -148,7 +149,7 @@ impl ClientState {
         &mut self,
         mut stream: &UnixStream,
         limit: usize,
-        is_barrier: fn(&Header) -> bool,
+        is_barrier: &dyn Fn(&Header) -> bool,
         scratch: &mut [u8],
     ) -> ReadOutcome {
         let room = READ_CHUNK

@@ -196,6 +196,157 @@ impl<'a> XdrReader<'a> {
     }
 }
 
+/// A value with one XDR form that reads itself: a procedure's arguments are one of these
+/// (usually a tuple), so no handler decodes by hand.
+pub trait Decode: Sized {
+    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError>;
+
+    /// libvirt's convention for a call's `flags` word: the bits set that the call does not
+    /// support. Only a flags type has any; a tuple has those of its items.
+    fn unsupported_flags(&self) -> u32 {
+        0
+    }
+}
+
+/// A value with one XDR form that writes itself: what a procedure returns.
+pub trait Encode {
+    fn encode(&self, w: &mut XdrWriter);
+}
+
+macro_rules! xdr_scalar {
+    ($($t:ty => $get:ident, $put:ident;)*) => {$(
+        impl Decode for $t {
+            fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
+                r.$get()
+            }
+        }
+        impl Encode for $t {
+            fn encode(&self, w: &mut XdrWriter) {
+                w.$put(*self);
+            }
+        }
+    )*};
+}
+
+xdr_scalar! {
+    u32 => get_u32, put_u32;
+    i32 => get_i32, put_i32;
+    u64 => get_u64, put_u64;
+    bool => get_bool, put_bool;
+}
+
+macro_rules! xdr_tuple {
+    ($($name:ident),+) => {
+        impl<$($name: Decode),+> Decode for ($($name,)+) {
+            fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
+                Ok(($($name::decode(r)?,)+))
+            }
+            #[allow(non_snake_case)]
+            fn unsupported_flags(&self) -> u32 {
+                let ($($name,)+) = self;
+                0 $(| $name.unsupported_flags())+
+            }
+        }
+        impl<$($name: Encode),+> Encode for ($($name,)+) {
+            #[allow(non_snake_case)]
+            fn encode(&self, w: &mut XdrWriter) {
+                let ($($name,)+) = self;
+                $($name.encode(w);)+
+            }
+        }
+    };
+}
+
+xdr_tuple!(A);
+xdr_tuple!(A, B);
+xdr_tuple!(A, B, C);
+xdr_tuple!(A, B, C, D);
+xdr_tuple!(A, B, C, D, E);
+
+/// No arguments, or no result.
+impl Decode for () {
+    fn decode(_: &mut XdrReader<'_>) -> Result<Self, XdrError> {
+        Ok(())
+    }
+}
+
+impl Encode for () {
+    fn encode(&self, _: &mut XdrWriter) {}
+}
+
+/// `string<>` in a result (arguments use a bounded type of their program).
+impl Encode for str {
+    fn encode(&self, w: &mut XdrWriter) {
+        w.put_string(self);
+    }
+}
+
+impl Encode for String {
+    fn encode(&self, w: &mut XdrWriter) {
+        w.put_string(self);
+    }
+}
+
+/// `T<>`: a counted array.
+impl<T: Encode> Encode for [T] {
+    fn encode(&self, w: &mut XdrWriter) {
+        w.put_u32(self.len() as u32);
+        for item in self {
+            item.encode(w);
+        }
+    }
+}
+
+impl<T: Encode> Encode for Vec<T> {
+    fn encode(&self, w: &mut XdrWriter) {
+        self.as_slice().encode(w);
+    }
+}
+
+/// `T *`: absent or present.
+impl<T: Encode> Encode for Option<T> {
+    fn encode(&self, w: &mut XdrWriter) {
+        w.put_optional(self.as_ref(), |w, v| v.encode(w));
+    }
+}
+
+/// `T *` in arguments.
+impl<T: Decode> Decode for Option<T> {
+    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
+        r.get_optional(T::decode)
+    }
+}
+
+impl<T: Encode + ?Sized> Encode for &T {
+    fn encode(&self, w: &mut XdrWriter) {
+        (**self).encode(w);
+    }
+}
+
+/// `opaque[N]` (a UUID).
+impl<const N: usize> Decode for [u8; N] {
+    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(r.get_fixed_opaque(N)?);
+        Ok(out)
+    }
+}
+
+impl<const N: usize> Encode for [u8; N] {
+    fn encode(&self, w: &mut XdrWriter) {
+        w.put_fixed_opaque(self);
+    }
+}
+
+/// `opaque<>` in a result.
+pub struct Opaque(pub Vec<u8>);
+
+impl Encode for Opaque {
+    fn encode(&self, w: &mut XdrWriter) {
+        w.put_opaque(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +445,28 @@ mod tests {
             XdrReader::new(&w.into_inner()).get_string(10),
             Err(XdrError::InvalidUtf8)
         );
+    }
+
+    #[test]
+    fn tuples_decode_in_order_and_gather_flags() {
+        struct OddFlags(u32);
+        impl Decode for OddFlags {
+            fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
+                r.get_u32().map(OddFlags)
+            }
+            fn unsupported_flags(&self) -> u32 {
+                self.0 & 1
+            }
+        }
+        let mut w = XdrWriter::new();
+        (7u32, [9u8; 3], Some(-2i32), 3u32).encode(&mut w);
+        let bytes = w.into_inner();
+        assert_eq!(bytes.len(), 4 + 4 + 8 + 4);
+        let mut r = XdrReader::new(&bytes);
+        let (a, b, c, f) = <(u32, [u8; 3], Option<i32>, OddFlags)>::decode(&mut r).unwrap();
+        assert_eq!((a, b, c), (7, [9; 3], Some(-2)));
+        assert_eq!((a, b, c, f).unsupported_flags(), 1);
+        let truncated = <(u32, u64)>::decode(&mut XdrReader::new(&bytes[..8]));
+        assert!(truncated.is_err());
     }
 }

@@ -1,8 +1,8 @@
 //! The one domain this process runs, as the protocol names it (`remote_nonnull_domain`), and
 //! what the VMM reports about it.
 
-use crate::protocol::{DomainState, STRING_MAX, UUID_LEN};
-use crate::xdr::{XdrError, XdrReader, XdrWriter};
+use super::protocol::{DomainState, UUID_LEN};
+use crate::rpc::xdr::{Decode, Encode, XdrError, XdrReader, XdrWriter};
 
 /// `remote_nonnull_domain`: name, uuid, id (-1 when not running).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,18 +12,15 @@ pub struct DomainRef {
     pub id: i32,
 }
 
-impl DomainRef {
-    pub fn encode(&self, w: &mut XdrWriter) {
-        w.put_string(&self.name);
-        w.put_fixed_opaque(&self.uuid);
-        w.put_i32(self.id);
+impl Encode for DomainRef {
+    fn encode(&self, w: &mut XdrWriter) {
+        (self.name.as_str(), &self.uuid, self.id).encode(w);
     }
+}
 
-    pub fn decode(r: &mut XdrReader) -> Result<DomainRef, XdrError> {
-        let name = r.get_string(STRING_MAX)?;
-        let mut uuid = [0u8; UUID_LEN];
-        uuid.copy_from_slice(r.get_fixed_opaque(UUID_LEN)?);
-        let id = r.get_i32()?;
+impl Decode for DomainRef {
+    fn decode(r: &mut XdrReader) -> Result<DomainRef, XdrError> {
+        let (name, uuid, id) = Decode::decode(r)?;
         Ok(DomainRef { name, uuid, id })
     }
 }

@@ -1,14 +1,10 @@
 //! Numbers of the libvirt remote protocol (libvirt 9.0) that this server speaks: programs,
-//! procedures, error codes and domains, connection features, domain states and events.
+//! procedures, connection features, flags, limits, domain states and events.
 
 pub const REMOTE_PROGRAM: u32 = 0x2000_8086;
 pub const REMOTE_VERSION: u32 = 1;
 /// libvirt's QEMU program (qemu-monitor-command, qemu-agent-command): answered "not supported".
 pub const QEMU_PROGRAM: u32 = 0x2000_8087;
-pub const KEEPALIVE_PROGRAM: u32 = 0x6b65_6570;
-pub const KEEPALIVE_VERSION: u32 = 1;
-pub const KEEPALIVE_PING: i32 = 1;
-pub const KEEPALIVE_PONG: i32 = 2;
 
 /// REMOTE procedures we implement.
 pub mod procedure {
@@ -68,27 +64,6 @@ pub mod procedure {
     pub const CONNECT_REGISTER_CLOSE_CALLBACK: i32 = 360;
     pub const CONNECT_UNREGISTER_CLOSE_CALLBACK: i32 = 361;
     pub const DOMAIN_GET_MESSAGES: i32 = 426;
-}
-
-/// virErrorNumber values we send.
-pub mod error_code {
-    pub const INTERNAL_ERROR: i32 = 1;
-    pub const NO_SUPPORT: i32 = 3;
-    pub const INVALID_ARG: i32 = 8;
-    pub const OPERATION_FAILED: i32 = 9;
-    pub const OPERATION_DENIED: i32 = 29;
-    pub const RPC: i32 = 39;
-    pub const NO_DOMAIN: i32 = 42;
-    pub const OPERATION_INVALID: i32 = 55;
-    pub const OPERATION_TIMEOUT: i32 = 68;
-}
-
-/// virErrorDomain values we send.
-pub mod error_domain {
-    pub const RPC: i32 = 7;
-    pub const QEMU: i32 = 10;
-    pub const REMOTE: i32 = 13;
-    pub const DOMAIN: i32 = 20;
 }
 
 /// CONNECT_SUPPORTS_FEATURE numbers we answer 1 for.

@@ -1,0 +1,102 @@
+//! The REMOTE program's procedures, sorted by number: one line each, with the libvirt API it
+//! serves, its handler (whose argument and result types say how it is encoded) and its
+//! attributes.
+
+use super::program::attr::{BARRIER, BEFORE_OPEN, MUTATING, PRIORITY};
+use super::program::{procedure, Procedure};
+use super::protocol::procedure as p;
+use super::{connect, cpus, events, lifecycle, queries};
+
+#[rustfmt::skip]
+pub static PROCEDURES: &[Procedure] = &[
+    procedure!(p::CONNECT_OPEN, "virConnectOpen", connect::open, BEFORE_OPEN | PRIORITY | BARRIER),
+    procedure!(p::CONNECT_CLOSE, "virConnectClose", connect::close, BEFORE_OPEN | PRIORITY),
+    procedure!(p::CONNECT_GET_TYPE, "virConnectGetType", connect::get_type),
+    procedure!(p::CONNECT_GET_VERSION, "virConnectGetVersion", connect::get_version),
+    procedure!(p::CONNECT_GET_MAX_VCPUS, "virConnectGetMaxVcpus", connect::get_max_vcpus),
+    procedure!(p::NODE_GET_INFO, "virNodeGetInfo", connect::node_get_info),
+    procedure!(p::CONNECT_GET_CAPABILITIES, "virConnectGetCapabilities", connect::get_capabilities),
+    procedure!(p::DOMAIN_CREATE, "virDomainCreate", lifecycle::create, MUTATING),
+    procedure!(p::DOMAIN_DESTROY, "virDomainDestroy", lifecycle::destroy, MUTATING | PRIORITY),
+    procedure!(p::DOMAIN_GET_XML_DESC, "virDomainGetXMLDesc", queries::get_xml_desc),
+    procedure!(p::DOMAIN_GET_AUTOSTART, "virDomainGetAutostart", queries::get_autostart),
+    procedure!(p::DOMAIN_GET_INFO, "virDomainGetInfo", queries::get_info),
+    procedure!(p::DOMAIN_GET_MAX_MEMORY, "virDomainGetMaxMemory", queries::get_max_memory),
+    procedure!(p::DOMAIN_GET_MAX_VCPUS, "virDomainGetMaxVcpus", cpus::get_max_vcpus),
+    procedure!(p::DOMAIN_GET_OS_TYPE, "virDomainGetOSType", queries::get_os_type),
+    procedure!(p::DOMAIN_GET_VCPUS, "virDomainGetVcpus", cpus::get_vcpus),
+    procedure!(p::CONNECT_LIST_DEFINED_DOMAINS, "virConnectListDefinedDomains", queries::list_defined_domains),
+    procedure!(p::DOMAIN_LOOKUP_BY_ID, "virDomainLookupByID", queries::lookup_by_id),
+    procedure!(p::DOMAIN_LOOKUP_BY_NAME, "virDomainLookupByName", queries::lookup_by_name),
+    procedure!(p::DOMAIN_LOOKUP_BY_UUID, "virDomainLookupByUUID", queries::lookup_by_uuid),
+    procedure!(p::CONNECT_NUM_OF_DEFINED_DOMAINS, "virConnectNumOfDefinedDomains", queries::num_of_defined_domains),
+    procedure!(p::DOMAIN_PIN_VCPU, "virDomainPinVcpu", cpus::pin_vcpu, MUTATING),
+    procedure!(p::DOMAIN_REBOOT, "virDomainReboot", lifecycle::reboot, MUTATING),
+    procedure!(p::DOMAIN_RESUME, "virDomainResume", lifecycle::resume, MUTATING),
+    procedure!(p::DOMAIN_SHUTDOWN, "virDomainShutdown", lifecycle::shutdown, MUTATING),
+    procedure!(p::DOMAIN_SUSPEND, "virDomainSuspend", lifecycle::suspend, MUTATING),
+    procedure!(p::CONNECT_LIST_DOMAINS, "virConnectListDomains", queries::list_domains),
+    procedure!(p::CONNECT_NUM_OF_DOMAINS, "virConnectNumOfDomains", queries::num_of_domains),
+    procedure!(p::CONNECT_GET_HOSTNAME, "virConnectGetHostname", connect::get_hostname),
+    procedure!(p::CONNECT_SUPPORTS_FEATURE, "virConnectSupportsFeature", connect::supports_feature, BEFORE_OPEN),
+    procedure!(p::AUTH_LIST, "virConnectAuthList", connect::auth_list, BEFORE_OPEN),
+    procedure!(p::NODE_GET_SECURITY_MODEL, "virNodeGetSecurityModel", connect::node_get_security_model),
+    procedure!(p::CONNECT_IS_SECURE, "virConnectIsSecure", connect::is_secure),
+    procedure!(p::DOMAIN_IS_ACTIVE, "virDomainIsActive", queries::is_active),
+    procedure!(p::DOMAIN_IS_PERSISTENT, "virDomainIsPersistent", queries::is_persistent),
+    procedure!(p::CONNECT_GET_LIB_VERSION, "virConnectGetLibVersion", connect::get_lib_version),
+    procedure!(p::DOMAIN_HAS_MANAGED_SAVE_IMAGE, "virDomainHasManagedSaveImage", queries::has_managed_save_image),
+    procedure!(p::DOMAIN_CREATE_WITH_FLAGS, "virDomainCreateWithFlags", lifecycle::create_with_flags, MUTATING),
+    procedure!(p::DOMAIN_GET_VCPUS_FLAGS, "virDomainGetVcpusFlags", cpus::get_vcpus_flags),
+    procedure!(p::DOMAIN_GET_STATE, "virDomainGetState", queries::get_state),
+    procedure!(p::DOMAIN_PIN_VCPU_FLAGS, "virDomainPinVcpuFlags", cpus::pin_vcpu_flags, MUTATING),
+    procedure!(p::DOMAIN_GET_VCPU_PIN_INFO, "virDomainGetVcpuPinInfo", cpus::get_vcpu_pin_info),
+    procedure!(p::DOMAIN_DESTROY_FLAGS, "virDomainDestroyFlags", lifecycle::destroy_flags, MUTATING | PRIORITY),
+    procedure!(p::DOMAIN_RESET, "virDomainReset", lifecycle::reset, MUTATING),
+    procedure!(p::DOMAIN_SHUTDOWN_FLAGS, "virDomainShutdownFlags", lifecycle::shutdown_flags, MUTATING),
+    procedure!(p::CONNECT_LIST_ALL_DOMAINS, "virConnectListAllDomains", queries::list_all_domains),
+    procedure!(p::DOMAIN_PIN_EMULATOR, "virDomainPinEmulator", cpus::pin_emulator, MUTATING),
+    procedure!(p::DOMAIN_GET_EMULATOR_PIN_INFO, "virDomainGetEmulatorPinInfo", cpus::get_emulator_pin_info),
+    procedure!(p::NODE_GET_CPU_MAP, "virNodeGetCPUMap", cpus::node_get_cpu_map),
+    procedure!(p::CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, "virConnectDomainEventRegisterAny", events::register_any),
+    procedure!(p::CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY, "virConnectDomainEventDeregisterAny", events::deregister_any),
+    procedure!(p::CONNECT_REGISTER_CLOSE_CALLBACK, "virConnectRegisterCloseCallback", connect::no_op),
+    procedure!(p::CONNECT_UNREGISTER_CLOSE_CALLBACK, "virConnectUnregisterCloseCallback", connect::no_op),
+    procedure!(p::DOMAIN_GET_MESSAGES, "virDomainGetMessages", queries::get_messages),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::super::program::{attr, find};
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_and_unique() {
+        for pair in PROCEDURES.windows(2) {
+            assert!(
+                pair[0].number < pair[1].number,
+                "{} before {}",
+                pair[0].name,
+                pair[1].name
+            );
+        }
+        assert_eq!(
+            find(p::DOMAIN_SUSPEND).map(|p| p.name),
+            Some("virDomainSuspend")
+        );
+        assert!(find(9999).is_none());
+        assert!(find(-1).is_none());
+    }
+
+    #[test]
+    fn attributes_per_procedure() {
+        let has = |n, a| find(n).is_some_and(|p| p.attributes & a != 0);
+        assert!(has(p::CONNECT_OPEN, attr::BEFORE_OPEN));
+        assert!(has(p::CONNECT_OPEN, attr::BARRIER));
+        assert!(has(p::DOMAIN_DESTROY, attr::MUTATING));
+        assert!(has(p::DOMAIN_DESTROY, attr::PRIORITY));
+        assert!(!has(p::DOMAIN_GET_INFO, attr::MUTATING));
+        assert!(has(p::AUTH_LIST, attr::BEFORE_OPEN));
+        assert!(!has(p::DOMAIN_SUSPEND, attr::BEFORE_OPEN));
+    }
+}

@@ -1,0 +1,165 @@
+//! Finding the domain and reading its state: lookups, lists, info, state, XML.
+
+use super::args::{Flags, NoFlags};
+use super::domain::{format_uuid, DomainRef};
+use super::errors::{no_domain, rpc_error};
+use super::program::Call;
+use super::protocol::{DOMAIN_LIST_MAX, UUID_LEN};
+use crate::rpc::error::code;
+use crate::rpc::RemoteError;
+
+pub fn lookup_by_name(call: &Call, name: String) -> Result<DomainRef, RemoteError> {
+    let status = call.status();
+    if name != status.domain.name {
+        return Err(no_domain(format!("no domain with matching name '{name}'")));
+    }
+    Ok(status.domain)
+}
+
+pub fn lookup_by_uuid(call: &Call, uuid: [u8; UUID_LEN]) -> Result<DomainRef, RemoteError> {
+    let status = call.status();
+    if uuid != status.domain.uuid {
+        return Err(no_domain(format!(
+            "no domain with matching uuid '{}'",
+            format_uuid(&uuid)
+        )));
+    }
+    Ok(status.domain)
+}
+
+pub fn lookup_by_id(call: &Call, id: i32) -> Result<DomainRef, RemoteError> {
+    let status = call.status();
+    if id < 0 || id != status.domain.id {
+        return Err(no_domain(format!("no domain with matching id {id}")));
+    }
+    Ok(status.domain)
+}
+
+/// `{need_results, flags}` → `{domains<>, ret}`. The flags are filters, not options: only
+/// ACTIVE and INACTIVE are applied so far.
+pub fn list_all_domains(
+    call: &Call,
+    (need_results, flags): (i32, u32),
+) -> Result<(Vec<DomainRef>, u32), RemoteError> {
+    const ACTIVE: u32 = 1;
+    const INACTIVE: u32 = 2;
+    let status = call.status();
+    let active = status.is_active();
+    let wanted = match flags & (ACTIVE | INACTIVE) {
+        ACTIVE => active,
+        INACTIVE => !active,
+        _ => true,
+    };
+    let domains = if need_results != 0 && wanted {
+        vec![status.domain]
+    } else {
+        Vec::new()
+    };
+    Ok((domains, u32::from(wanted)))
+}
+
+pub fn num_of_domains(call: &Call, (): ()) -> Result<i32, RemoteError> {
+    Ok(i32::from(call.status().is_active()))
+}
+
+pub fn num_of_defined_domains(call: &Call, (): ()) -> Result<i32, RemoteError> {
+    Ok(i32::from(!call.status().is_active()))
+}
+
+/// The `maxids`/`maxnames` argument of the list calls, bounded as libvirt bounds it.
+fn list_max(max: i32, what: &str) -> Result<i32, RemoteError> {
+    if max < 0 || max as usize > DOMAIN_LIST_MAX {
+        return Err(rpc_error(
+            code::RPC,
+            format!("too many domain {what} requested: {max}"),
+        ));
+    }
+    Ok(max)
+}
+
+/// `{maxids}` → `{ids<>}`.
+pub fn list_domains(call: &Call, max: i32) -> Result<Vec<i32>, RemoteError> {
+    let max = list_max(max, "ids")?;
+    let status = call.status();
+    Ok(if status.is_active() && max > 0 {
+        vec![status.domain.id]
+    } else {
+        Vec::new()
+    })
+}
+
+/// `{maxnames}` → `{names<>}`.
+pub fn list_defined_domains(call: &Call, max: i32) -> Result<Vec<String>, RemoteError> {
+    let max = list_max(max, "names")?;
+    let status = call.status();
+    Ok(if !status.is_active() && max > 0 {
+        vec![status.domain.name]
+    } else {
+        Vec::new()
+    })
+}
+
+/// → `{state, maxMem, memory, nrVirtCpu, cpuTime}`.
+pub fn get_info(call: &Call, dom: DomainRef) -> Result<(u32, u64, u64, u32, u64), RemoteError> {
+    let s = call.domain(&dom)?;
+    Ok((
+        s.state as u32,
+        s.max_memory_kib,
+        s.memory_kib,
+        s.vcpus,
+        call.hypervisor.cpu_time_ns(),
+    ))
+}
+
+/// → `{state, reason}`.
+pub fn get_state(call: &Call, (dom, _): (DomainRef, NoFlags)) -> Result<(i32, i32), RemoteError> {
+    let s = call.domain(&dom)?;
+    Ok((s.state as i32, s.reason))
+}
+
+/// SECURE, INACTIVE, UPDATE_CPU, MIGRATABLE: the XML is the same for all of them here.
+pub fn get_xml_desc(call: &Call, (dom, _): (DomainRef, Flags<0xf>)) -> Result<String, RemoteError> {
+    call.domain(&dom)?;
+    Ok(call.hypervisor.xml())
+}
+
+pub fn get_os_type(call: &Call, dom: DomainRef) -> Result<&'static str, RemoteError> {
+    call.domain(&dom)?;
+    Ok("hvm")
+}
+
+pub fn get_autostart(call: &Call, dom: DomainRef) -> Result<i32, RemoteError> {
+    call.domain(&dom)?;
+    Ok(0)
+}
+
+pub fn is_active(call: &Call, dom: DomainRef) -> Result<i32, RemoteError> {
+    Ok(i32::from(call.domain(&dom)?.is_active()))
+}
+
+/// The domain outlives a destroy (it can be started again): persistent.
+pub fn is_persistent(call: &Call, dom: DomainRef) -> Result<i32, RemoteError> {
+    call.domain(&dom)?;
+    Ok(1)
+}
+
+pub fn has_managed_save_image(
+    call: &Call,
+    (dom, _): (DomainRef, NoFlags),
+) -> Result<i32, RemoteError> {
+    call.domain(&dom)?;
+    Ok(0)
+}
+
+pub fn get_max_memory(call: &Call, dom: DomainRef) -> Result<u64, RemoteError> {
+    Ok(call.domain(&dom)?.max_memory_kib)
+}
+
+/// DEPRECATION, TAINTING: there are none of either.
+pub fn get_messages(
+    call: &Call,
+    (dom, _): (DomainRef, Flags<0x3>),
+) -> Result<Vec<String>, RemoteError> {
+    call.domain(&dom)?;
+    Ok(Vec::new())
+}
