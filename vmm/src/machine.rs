@@ -5,7 +5,7 @@ use std::fmt;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use devices::acpi::{Ged, PmControl, PmEvent, GED_BASE, GED_GSI, GED_SIZE, PM_BASE, PM_SIZE};
+use devices::acpi::{Ged, PmControl, PmEvent, GED_SIZE, PM_SIZE};
 use devices::bus::Bus;
 use devices::legacy::{self, DebugExit, Ioapic, Serial, I8042};
 use devices::virtio::{Net, Rng};
@@ -94,22 +94,30 @@ impl Machine {
             serial_out,
             Some(drained_for_uart),
         )));
-        pio.insert(serial.clone(), legacy::COM1_BASE, 8)
+        pio.insert(serial.clone(), legacy::COM1_BASE, legacy::COM1_SIZE)
             .map_err(|e| dev(&e))?;
 
         let on_reset = requests.clone();
         let i8042 = I8042::new(Box::new(move || {
             on_reset.reset_request(ShutdownCause::GuestReset);
         }));
-        pio.insert(Arc::new(Mutex::new(i8042)), legacy::I8042_BASE, 5)
-            .map_err(|e| dev(&e))?;
+        pio.insert(
+            Arc::new(Mutex::new(i8042)),
+            legacy::I8042_BASE,
+            legacy::I8042_SIZE,
+        )
+        .map_err(|e| dev(&e))?;
 
         let on_exit = requests.clone();
         let debug_exit = DebugExit::new(Box::new(move |status| {
             on_exit.shutdown_request_with_status(ShutdownCause::GuestShutdown, i32::from(status));
         }));
-        pio.insert(Arc::new(Mutex::new(debug_exit)), legacy::DEBUG_EXIT_BASE, 2)
-            .map_err(|e| dev(&e))?;
+        pio.insert(
+            Arc::new(Mutex::new(debug_exit)),
+            legacy::DEBUG_EXIT_BASE,
+            legacy::DEBUG_EXIT_SIZE,
+        )
+        .map_err(|e| dev(&e))?;
         legacy::register_noops(&mut pio).map_err(|e| dev(&e))?;
         let ged = if config.acpi {
             Some(attach_acpi_devices(&vm, &mut pio, &mut mmio, &requests)?)
@@ -234,12 +242,13 @@ fn attach_acpi_devices(
             on_event.reset_request(ShutdownCause::GuestReset);
         }
     }));
-    pio.insert(Arc::new(Mutex::new(pm)), PM_BASE, PM_SIZE)
+    pio.insert(Arc::new(Mutex::new(pm)), layout::ACPI_PM_PORT, PM_SIZE)
         .map_err(|e| dev(&e))?;
     let irq = EventFd::new(EFD_NONBLOCK).map_err(|e| dev(&e))?;
-    vm.register_irqfd(&irq, GED_GSI).map_err(Error::Vm)?;
+    vm.register_irqfd(&irq, layout::GED_GSI)
+        .map_err(Error::Vm)?;
     let ged = Arc::new(Mutex::new(Ged::new(irq)));
-    mmio.insert(ged.clone(), GED_BASE, GED_SIZE)
+    mmio.insert(ged.clone(), layout::GED_START, GED_SIZE)
         .map_err(|e| dev(&e))?;
     Ok(ged)
 }

@@ -9,21 +9,17 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use devices::bus::Bus;
-use devices::virtio::{
-    Block, BlockConfig, MmioTransport, VirtioDevice, MMIO_WINDOW_SIZE, REG_QUEUE_NOTIFY,
-};
+use devices::virtio::{Block, BlockConfig, MmioTransport, VirtioDevice, REG_QUEUE_NOTIFY};
 use kvm_ioctls::IoEventAddress;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::x86_64::acpi::MmioDevice;
+use crate::arch::x86_64::layout::{
+    VIRTIO_FIRST_GSI, VIRTIO_MMIO_COUNT as VIRTIO_MAX_DEVICES, VIRTIO_MMIO_START,
+    VIRTIO_MMIO_WINDOW_SIZE as MMIO_WINDOW_SIZE,
+};
 use crate::main_loop::{AioContext, Bh};
 use crate::vm::Vm;
-
-/// First device window (inside the MMIO gap below 4 GiB) and first interrupt line.
-pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
-pub const VIRTIO_FIRST_GSI: u32 = 5;
-/// IOAPIC pins 5..=22 are free for virtio devices (23 is the ACPI GED's).
-pub const VIRTIO_MAX_DEVICES: usize = 18;
 
 /// One device on the machine.
 pub struct VirtioSlot {
@@ -47,7 +43,7 @@ pub fn attach(
     if index >= VIRTIO_MAX_DEVICES {
         return Err(format!("at most {VIRTIO_MAX_DEVICES} virtio devices"));
     }
-    let base = VIRTIO_MMIO_BASE + index as u64 * MMIO_WINDOW_SIZE;
+    let base = VIRTIO_MMIO_START + index as u64 * MMIO_WINDOW_SIZE;
     let gsi = VIRTIO_FIRST_GSI + index as u32;
     let irq = EventFd::new(EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
     vm.register_irqfd(&irq, gsi).map_err(|e| e.to_string())?;

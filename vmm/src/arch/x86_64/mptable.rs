@@ -9,7 +9,9 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::layout::{ACPI_START, APIC_START, BDA_EBDA_SEGMENT, EBDA_START, IOAPIC_START};
+use super::layout::{
+    ACPI_START, APIC_START, BDA_EBDA_SEGMENT, EBDA_START, IOAPIC_START, MAX_VCPUS,
+};
 use super::{Error, Result};
 
 const MPC_SPEC_REV: u8 = 4;
@@ -41,9 +43,6 @@ const INT_TYPE_EXTINT: u8 = 3;
 const IRQ_FLAGS_BUS_DEFAULT: u16 = 0;
 const IOAPIC_ENABLED: u8 = 1;
 const ALL_LOCAL_APICS: u8 = 0xff;
-/// Largest vCPU count: APIC ids 0..n-1 plus the IOAPIC's id n must fit in 8 bits, and 0xff is
-/// the broadcast id.
-pub const MAX_CPUS: u8 = 254;
 
 /// The byte that makes `bytes` sum to zero.
 fn checksum(bytes: &[u8]) -> u8 {
@@ -73,12 +72,12 @@ pub const fn mptable_size(num_cpus: u8) -> usize {
 }
 
 // The largest table fits between the EBDA and 1 MiB.
-const _: () = assert!(EBDA_START + mptable_size(MAX_CPUS) as u64 <= ACPI_START);
+const _: () = assert!(EBDA_START + mptable_size(MAX_VCPUS) as u64 <= ACPI_START);
 
 /// The MP floating pointer followed by the configuration table for `num_cpus`, for placing at
 /// guest address `table_addr`.
 pub fn build_mptable(num_cpus: u8, table_addr: u64) -> Result<Vec<u8>> {
-    if num_cpus == 0 || num_cpus > MAX_CPUS {
+    if num_cpus == 0 || num_cpus > MAX_VCPUS {
         return Err(Error::TooManyCpus(num_cpus));
     }
     let ioapic_id = num_cpus;
@@ -177,7 +176,7 @@ mod tests {
 
     #[test]
     fn checksums_and_counts() {
-        for cpus in [1u8, 2, 8, MAX_CPUS] {
+        for cpus in [1u8, 2, 8, MAX_VCPUS] {
             let t = build_mptable(cpus, EBDA_START).unwrap();
             assert_eq!(t.len(), mptable_size(cpus));
             assert_eq!(&t[0..4], b"_MP_");
