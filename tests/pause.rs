@@ -49,7 +49,13 @@ fn pause_and_resume_while_the_guest_runs_at_cpl3() {
     let out = std::fs::File::create(&console).unwrap();
     let vm = std::thread::spawn(move || {
         let mut main_loop = MainLoop::new().unwrap();
-        let mut machine = Machine::new(&config, main_loop.requests(), Box::new(out)).unwrap();
+        let mut machine = Machine::new(
+            &config,
+            main_loop.aio(),
+            main_loop.requests(),
+            Box::new(out),
+        )
+        .unwrap();
         tx.send(main_loop.requests()).unwrap();
         main_loop.vm_start(&mut machine);
         let exit = main_loop.run(&mut machine);

@@ -11,8 +11,7 @@ use crate::placement::{CpuTune, VcpuPlacement};
 
 /// The guest map's limits: the smallest RAM it lays out, and the most vCPUs its MP table and
 /// MADT describe.
-pub use crate::arch::x86_64::layout::MIN_MEMORY;
-pub use crate::arch::x86_64::mptable::MAX_CPUS as MAX_VCPUS;
+pub use crate::arch::x86_64::layout::{MAX_VCPUS, MIN_MEMORY};
 
 /// Where the guest's serial console goes.
 #[derive(Clone, Debug, PartialEq, Eq)]

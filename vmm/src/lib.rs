@@ -6,6 +6,8 @@
 //! - `vm`, `vcpu`: the KVM VM (RAM, split irqchip, MSI routes) and the vCPU threads.
 //! - `placement`, `affinity`: which host CPUs the threads run on, and the system calls for it.
 //! - `loader`: kernel, initrd, command line and boot tables into guest RAM.
+//! - `device_manager`: the devices' ports, MMIO windows, interrupts and reset, virtio ones
+//!   attached with their KVM irqfd/ioeventfds and main-loop handlers in one step.
 //! - `machine`: all of it assembled from a `config::VmConfig`; what the main loop drives.
 //! - `management`: the libvirt management server's view of the VM (mgmt::Hypervisor).
 //! - `cli`, `console`, `logger`: the `vmm` launcher's command line, terminal and log output.
@@ -15,6 +17,7 @@ pub mod arch;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod device_manager;
 pub mod loader;
 pub mod logger;
 pub mod machine;
@@ -22,5 +25,4 @@ pub mod main_loop;
 pub mod management;
 pub mod placement;
 pub mod vcpu;
-pub mod virtio_devices;
 pub mod vm;

@@ -5,8 +5,7 @@ use std::fmt;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use devices::acpi::{Ged, PmControl, PmEvent, GED_BASE, GED_GSI, GED_SIZE, PM_BASE, PM_SIZE};
-use devices::bus::Bus;
+use devices::acpi::{Ged, PmControl, PmEvent, GED_SIZE, PM_SIZE};
 use devices::legacy::{self, DebugExit, Ioapic, Serial, I8042};
 use devices::virtio::{Net, Rng};
 use kvm_ioctls::VcpuFd;
@@ -15,10 +14,10 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::arch::x86_64::cpuid::{add_timing_leaf, filter_cpuid};
 use crate::arch::x86_64::layout;
 use crate::config::VmConfig;
+use crate::device_manager::DeviceManager;
 use crate::main_loop::{self, AioContext, Requests, ShutdownCause};
 use crate::placement::CpuPinning;
 use crate::vcpu::{VcpuContext, VcpuGroup};
-use crate::virtio_devices::{self, VirtioSlot};
 use crate::vm::{GsiRouter, Vm};
 use crate::{affinity, loader, vm};
 
@@ -53,20 +52,20 @@ pub struct Machine {
     serial: Arc<Mutex<Serial>>,
     /// Written when the guest has read all queued console input.
     serial_input_drained: EventFd,
-    /// Every device the guest reaches, by port and by address: what a machine reset resets.
-    pio_bus: Arc<Bus>,
-    mmio_bus: Arc<Bus>,
+    /// Every device the guest reaches, and what a machine reset resets.
+    devices: DeviceManager,
     /// The power button's event device (present with ACPI).
     ged: Option<Arc<Mutex<Ged>>>,
     pinning: Arc<CpuPinning>,
-    virtio: Vec<VirtioSlot>,
     vm: Vm,
 }
 
 impl Machine {
-    /// Builds the VM and its devices, loads the guest and starts the vCPU threads parked.
+    /// Builds the VM and its devices, loads the guest and starts the vCPU threads parked. The
+    /// devices' notifications and completions are handled on `aio` (the main loop's).
     pub fn new(
         config: &VmConfig,
+        aio: &AioContext,
         requests: Arc<Requests>,
         serial_out: Box<dyn Write + Send>,
     ) -> Result<Machine, Error> {
@@ -80,8 +79,7 @@ impl Machine {
             .map_err(Error::Vcpu)?;
         placement.log_choices(&config.cpu_tune);
         let vm = Vm::new(config.memory, config.cpus).map_err(Error::Vm)?;
-        let mut pio = Bus::new();
-        let mut mmio = Bus::new();
+        let mut devices = DeviceManager::new(aio);
 
         let dev = |e: &dyn fmt::Display| Error::Device(e.to_string());
         let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(|e| dev(&e))?;
@@ -94,56 +92,63 @@ impl Machine {
             serial_out,
             Some(drained_for_uart),
         )));
-        pio.insert(serial.clone(), legacy::COM1_BASE, 8)
-            .map_err(|e| dev(&e))?;
+        devices
+            .insert_pio(serial.clone(), legacy::COM1_BASE, legacy::COM1_SIZE)
+            .map_err(Error::Device)?;
 
         let on_reset = requests.clone();
         let i8042 = I8042::new(Box::new(move || {
             on_reset.reset_request(ShutdownCause::GuestReset);
         }));
-        pio.insert(Arc::new(Mutex::new(i8042)), legacy::I8042_BASE, 5)
-            .map_err(|e| dev(&e))?;
+        devices
+            .insert_pio(
+                Arc::new(Mutex::new(i8042)),
+                legacy::I8042_BASE,
+                legacy::I8042_SIZE,
+            )
+            .map_err(Error::Device)?;
 
         let on_exit = requests.clone();
         let debug_exit = DebugExit::new(Box::new(move |status| {
             on_exit.shutdown_request_with_status(ShutdownCause::GuestShutdown, i32::from(status));
         }));
-        pio.insert(Arc::new(Mutex::new(debug_exit)), legacy::DEBUG_EXIT_BASE, 2)
-            .map_err(|e| dev(&e))?;
-        legacy::register_noops(&mut pio).map_err(|e| dev(&e))?;
+        devices
+            .insert_pio(
+                Arc::new(Mutex::new(debug_exit)),
+                legacy::DEBUG_EXIT_BASE,
+                legacy::DEBUG_EXIT_SIZE,
+            )
+            .map_err(Error::Device)?;
+        devices.insert_noop_ports().map_err(Error::Device)?;
         let ged = if config.acpi {
-            Some(attach_acpi_devices(&vm, &mut pio, &mut mmio, &requests)?)
+            Some(attach_acpi_devices(&vm, &mut devices, &requests)?)
         } else {
             None
         };
 
         let router = GsiRouter::new(vm.fd().clone());
         let ioapic = Arc::new(Mutex::new(Ioapic::new(Box::new(router))));
-        mmio.insert(ioapic.clone(), layout::IOAPIC_START, legacy::IOAPIC_SIZE)
-            .map_err(|e| dev(&e))?;
+        devices
+            .insert_mmio(ioapic.clone(), layout::IOAPIC_START, legacy::IOAPIC_SIZE)
+            .map_err(Error::Device)?;
 
-        let mut virtio = Vec::new();
         for disk in &config.disks {
-            virtio.push(
-                virtio_devices::attach_block(&vm, &mut mmio, virtio.len(), disk)
-                    .map_err(Error::Device)?,
-            );
+            devices.attach_block(&vm, disk).map_err(Error::Device)?;
         }
         for net in &config.nets {
             let device = Net::new(net).map_err(|e| Error::Device(format!("--net {e}")))?;
-            virtio.push(
-                virtio_devices::attach(&vm, &mut mmio, virtio.len(), Box::new(device))
-                    .map_err(Error::Device)?,
-            );
+            devices
+                .attach_virtio(&vm, Box::new(device))
+                .map_err(Error::Device)?;
         }
         if config.rng {
-            let slot = virtio_devices::attach(&vm, &mut mmio, virtio.len(), Box::new(Rng::new()))
+            devices
+                .attach_virtio(&vm, Box::new(Rng::new()))
                 .map_err(Error::Device)?;
-            virtio.push(slot);
         }
         // Kernels built with VIRTIO_MMIO_CMDLINE_DEVICES find the devices on the command line.
         let mut config = config.clone();
-        let words = virtio_devices::cmdline_words(&virtio);
+        let words = devices.cmdline_words();
         if config.virtio_cmdline && !words.is_empty() {
             config.cmdline = [config.cmdline.as_str(), words.as_str()]
                 .join(" ")
@@ -152,10 +157,10 @@ impl Machine {
         }
         let config = &config;
 
-        let windows = virtio_devices::mmio_devices(&virtio);
-        let entry = loader::load_boot_images(vm.memory(), config, &windows).map_err(Error::Load)?;
+        let entry = loader::load_boot_images(vm.memory(), config, devices.virtio_windows())
+            .map_err(Error::Load)?;
         let vcpu_fds = create_vcpus(&vm, config.cpus)?;
-        let (pio_bus, mmio_bus) = (Arc::new(pio), Arc::new(mmio));
+        let (pio_bus, mmio_bus) = devices.buses();
         let ctx = VcpuContext {
             pio_bus: pio_bus.clone(),
             mmio_bus: mmio_bus.clone(),
@@ -177,11 +182,9 @@ impl Machine {
             vcpus,
             serial,
             serial_input_drained: input_drained,
-            pio_bus,
-            mmio_bus,
+            devices,
             ged,
             pinning,
-            virtio,
             vm,
         })
     }
@@ -199,11 +202,6 @@ impl Machine {
         &self.serial_input_drained
     }
 
-    /// Lets the main loop process the virtio devices' queue notifications.
-    pub fn watch_virtio(&self, aio: &AioContext) -> Result<(), String> {
-        virtio_devices::watch_notifications(aio, &self.virtio)
-    }
-
     pub fn vm(&self) -> &Vm {
         &self.vm
     }
@@ -218,8 +216,7 @@ impl Machine {
 /// guest-shutdown request) and the GED behind the power button.
 fn attach_acpi_devices(
     vm: &Vm,
-    pio: &mut Bus,
-    mmio: &mut Bus,
+    devices: &mut DeviceManager,
     requests: &Arc<Requests>,
 ) -> Result<Arc<Mutex<Ged>>, Error> {
     let dev = |e: &dyn fmt::Display| Error::Device(e.to_string());
@@ -234,13 +231,16 @@ fn attach_acpi_devices(
             on_event.reset_request(ShutdownCause::GuestReset);
         }
     }));
-    pio.insert(Arc::new(Mutex::new(pm)), PM_BASE, PM_SIZE)
-        .map_err(|e| dev(&e))?;
+    devices
+        .insert_pio(Arc::new(Mutex::new(pm)), layout::ACPI_PM_PORT, PM_SIZE)
+        .map_err(Error::Device)?;
     let irq = EventFd::new(EFD_NONBLOCK).map_err(|e| dev(&e))?;
-    vm.register_irqfd(&irq, GED_GSI).map_err(Error::Vm)?;
+    vm.register_irqfd(&irq, layout::GED_GSI)
+        .map_err(Error::Vm)?;
     let ged = Arc::new(Mutex::new(Ged::new(irq)));
-    mmio.insert(ged.clone(), GED_BASE, GED_SIZE)
-        .map_err(|e| dev(&e))?;
+    devices
+        .insert_mmio(ged.clone(), layout::GED_START, GED_SIZE)
+        .map_err(Error::Device)?;
     Ok(ged)
 }
 
@@ -289,11 +289,13 @@ impl main_loop::Machine for Machine {
     /// so nothing of the old boot lands in the new one's memory), the kernel, initrd and boot
     /// tables are loaded again, and every vCPU reloads its boot registers.
     fn reset(&mut self, _cause: ShutdownCause) -> Result<(), String> {
-        self.pio_bus.reset_devices();
-        self.mmio_bus.reset_devices();
-        let windows = virtio_devices::mmio_devices(&self.virtio);
-        let entry = loader::load_boot_images(self.vm.memory(), &self.config, &windows)
-            .map_err(|e| e.to_string())?;
+        self.devices.reset();
+        let entry = loader::load_boot_images(
+            self.vm.memory(),
+            &self.config,
+            self.devices.virtio_windows(),
+        )
+        .map_err(|e| e.to_string())?;
         self.vcpus.reset(entry);
         Ok(())
     }

@@ -47,13 +47,10 @@ fn run(args: &RunArgs) -> u8 {
     let requests = main_loop.requests();
     requests.set_no_reboot(config.no_reboot);
     requests.set_sigterm_powerdown(config.on_sigterm == SigtermAction::Powerdown);
-    let mut machine = match Machine::new(&config, requests.clone(), serial_out) {
+    let mut machine = match Machine::new(&config, main_loop.aio(), requests.clone(), serial_out) {
         Ok(m) => m,
         Err(e) => return fail(&e.to_string()),
     };
-    if let Err(e) = machine.watch_virtio(main_loop.aio()) {
-        return fail(&e);
-    }
     // Kept alive until the VMM exits; dropping it removes the sockets.
     let _management = match management {
         Some(server_config) => {

@@ -1,6 +1,7 @@
 //! The ACPI hardware of a hardware-reduced platform: the FADT's sleep control/status and reset
 //! registers (pm.rs), and a Generic Event Device that signals the power button (ged.rs).
-//! The tables that describe them are written by the VMM (vmm/src/arch/x86_64/acpi.rs).
+//! The tables that describe them are written by the VMM (vmm/src/arch/x86_64/acpi.rs), which
+//! also chooses where they live (vmm/src/arch/x86_64/layout.rs).
 
 mod ged;
 mod pm;
@@ -10,10 +11,3 @@ pub use pm::{
     PmControl, PmEvent, PM_RESET_OFFSET, PM_RESET_VALUE, PM_SIZE, PM_SLEEP_CONTROL_OFFSET,
     PM_SLEEP_STATUS_OFFSET, SLEEP_TYPE_S5,
 };
-
-/// Port of the first PM register (the same place Cloud Hypervisor puts its sleep control).
-pub const PM_BASE: u64 = 0x3c0;
-/// The GED's register window, just below the virtio-mmio windows, and its interrupt: the last
-/// IOAPIC pin, so the virtio devices keep a contiguous run from GSI 5.
-pub const GED_BASE: u64 = 0xcfff_f000;
-pub const GED_GSI: u32 = 23;

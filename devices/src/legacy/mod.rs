@@ -14,6 +14,7 @@ pub use serial::{Serial, SerialOutput, SerialOutputError};
 
 /// COM1: the 8250 UART's ports and its ISA interrupt line.
 pub const COM1_BASE: u64 = 0x3f8;
+pub const COM1_SIZE: u64 = 8;
 pub const COM1_IRQ: u32 = 4;
 /// i8042 keyboard controller: data at 0x60, status/command at 0x64.
 pub const I8042_BASE: u64 = 0x60;

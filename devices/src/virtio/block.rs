@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueOwnedT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromZeros, Immutable, IntoBytes, KnownLayout};
 
 use super::{read_config_bytes, GuestError, VirtioDevice, TYPE_BLOCK, VIRTIO_F_VERSION_1};
 
@@ -50,6 +52,30 @@ pub struct BlockConfig {
     pub path: PathBuf,
     pub readonly: bool,
     pub id: String,
+}
+
+/// struct virtio_blk_config (virtio 1.2, 5.2.4), up to the write-zeroes fields.
+#[derive(IntoBytes, FromZeros, Immutable, KnownLayout)]
+#[repr(C, packed)]
+struct BlockConfigSpace {
+    capacity: U64,
+    size_max: U32,
+    seg_max: U32,
+    /// geometry: cylinders (le16), heads, sectors.
+    geometry: [u8; 4],
+    blk_size: U32,
+    /// topology: physical_block_exp, alignment_offset, min_io_size (le16), opt_io_size (le32).
+    topology: [u8; 8],
+    writeback: u8,
+    unused0: u8,
+    num_queues: U16,
+    max_discard_sectors: U32,
+    max_discard_seg: U32,
+    discard_sector_alignment: U32,
+    max_write_zeroes_sectors: U32,
+    max_write_zeroes_seg: U32,
+    write_zeroes_may_unmap: u8,
+    unused1: [u8; 3],
 }
 
 /// One parsed request, owned by the I/O thread until it completes.
@@ -429,22 +455,20 @@ impl VirtioDevice for Block {
         &QUEUE_SIZES
     }
 
-    /// Config space (virtio_blk_config): capacity in 512-byte sectors, and the discard and
-    /// write-zeroes limits; everything else reads as zero.
+    /// Config space: capacity in 512-byte sectors, and the discard and write-zeroes limits;
+    /// everything else reads as zero.
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let mut config = [0u8; 60];
-        config[..8].copy_from_slice(&self.capacity_sectors.to_le_bytes());
-        for (at, value) in [
-            (36, MAX_RANGE_SECTORS),
-            (40, MAX_RANGE_SEGMENTS),
-            (44, 1),
-            (48, MAX_RANGE_SECTORS),
-            (52, MAX_RANGE_SEGMENTS),
-        ] {
-            config[at..at + 4].copy_from_slice(&value.to_le_bytes());
-        }
-        config[56] = 1; // write_zeroes_may_unmap
-        read_config_bytes(&config, offset, data);
+        let config = BlockConfigSpace {
+            capacity: U64::new(self.capacity_sectors),
+            max_discard_sectors: U32::new(MAX_RANGE_SECTORS),
+            max_discard_seg: U32::new(MAX_RANGE_SEGMENTS),
+            discard_sector_alignment: U32::new(1),
+            max_write_zeroes_sectors: U32::new(MAX_RANGE_SECTORS),
+            max_write_zeroes_seg: U32::new(MAX_RANGE_SEGMENTS),
+            write_zeroes_may_unmap: 1,
+            ..BlockConfigSpace::new_zeroed()
+        };
+        read_config_bytes(config.as_bytes(), offset, data);
     }
 
     fn process_queue(
@@ -865,6 +889,34 @@ mod tests {
             data[15 * 512..].iter().all(|b| *b == 0x5a),
             "the refused range untouched"
         );
+    }
+
+    #[test]
+    fn config_space_has_the_spec_size() {
+        assert_eq!(size_of::<BlockConfigSpace>(), 60);
+        assert_eq!(
+            std::mem::offset_of!(BlockConfigSpace, max_discard_sectors),
+            36
+        );
+        assert_eq!(
+            std::mem::offset_of!(BlockConfigSpace, write_zeroes_may_unmap),
+            56
+        );
+    }
+
+    /// virtio_blk_config as the byte-offset code this replaced wrote it, for 8 sectors.
+    #[test]
+    fn config_space_bytes() {
+        let disk = Disk::new("config-bytes", 8);
+        let block = Block::new(&disk.config(false), mem(), Box::new(|| {})).unwrap();
+        let mut config = [0xaau8; 64];
+        block.read_config(0, &mut config);
+        let mut want = [0u8; 64];
+        want[0] = 8;
+        want[36..57].copy_from_slice(&[
+            0, 0, 0x40, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0x40, 0, 1, 0, 0, 0, 1,
+        ]);
+        assert_eq!(config, want);
     }
 
     #[test]

@@ -40,9 +40,6 @@ pub const STATUS_FAILED: u32 = 128;
 pub const INTERRUPT_USED_RING: u32 = 1;
 pub const INTERRUPT_CONFIG_CHANGE: u32 = 2;
 
-/// Size of one device's MMIO window.
-pub const MMIO_WINDOW_SIZE: u64 = 0x1000;
-
 /// Something the guest did that the device cannot go on with: the transport marks the device
 /// as needing a reset (DEVICE_NEEDS_RESET) and logs it once.
 #[derive(Debug, PartialEq, Eq)]

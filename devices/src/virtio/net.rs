@@ -7,6 +7,8 @@ use std::os::fd::RawFd;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestMemoryMmap};
+use zerocopy::little_endian::U16;
+use zerocopy::{Immutable, IntoBytes, KnownLayout};
 
 use super::tap::Tap;
 use super::{read_config_bytes, GuestError, VirtioDevice, TYPE_NET, VIRTIO_F_VERSION_1};
@@ -21,6 +23,15 @@ const LINK_UP: u16 = 1;
 const HDR_LEN: usize = 12;
 /// Largest frame we move (no TSO/GSO offered): Ethernet with jumbo headroom.
 const MAX_FRAME: usize = 65_550;
+
+/// struct virtio_net_config (virtio 1.2, 5.1.4) up to `status`: without VIRTIO_NET_F_MQ and
+/// VIRTIO_NET_F_MTU the later fields do not exist for the driver.
+#[derive(IntoBytes, Immutable, KnownLayout)]
+#[repr(C, packed)]
+struct NetConfigSpace {
+    mac: [u8; 6],
+    status: U16,
+}
 
 /// `--net tap=NAME[,mac=MAC]`
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,10 +174,11 @@ impl VirtioDevice for Net {
 
     /// Config space: mac[6], status u16.
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let mut config = [0u8; 8];
-        config[..6].copy_from_slice(&self.mac);
-        config[6..].copy_from_slice(&LINK_UP.to_le_bytes());
-        read_config_bytes(&config, offset, data);
+        let config = NetConfigSpace {
+            mac: self.mac,
+            status: U16::new(LINK_UP),
+        };
+        read_config_bytes(config.as_bytes(), offset, data);
     }
 
     fn process_queue(
@@ -256,6 +268,16 @@ mod tests {
         vq.add_desc_chains(descs, 0).unwrap();
         let q: Queue = vq.create_queue().unwrap();
         (vq, q)
+    }
+
+    #[test]
+    fn config_space_has_the_spec_size() {
+        assert_eq!(size_of::<NetConfigSpace>(), 8);
+        let c = NetConfigSpace {
+            mac: [0x52, 0x54, 0, 1, 2, 3],
+            status: U16::new(LINK_UP),
+        };
+        assert_eq!(c.as_bytes(), [0x52, 0x54, 0, 1, 2, 3, 1, 0]);
     }
 
     #[test]

@@ -23,15 +23,17 @@ use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::{Aml, AmlSink};
 use devices::acpi::{
-    GED_BASE, GED_EVENT_POWER_BUTTON, GED_GSI, PM_BASE, PM_RESET_OFFSET, PM_RESET_VALUE,
-    PM_SLEEP_CONTROL_OFFSET, PM_SLEEP_STATUS_OFFSET, SLEEP_TYPE_S5,
+    GED_EVENT_POWER_BUTTON, PM_RESET_OFFSET, PM_RESET_VALUE, PM_SLEEP_CONTROL_OFFSET,
+    PM_SLEEP_STATUS_OFFSET, SLEEP_TYPE_S5,
 };
 use devices::legacy::{COM1_BASE, COM1_IRQ};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use zerocopy::little_endian::{U16, U32};
 use zerocopy::{Immutable, IntoBytes};
 
-use super::layout::{ACPI_END, ACPI_START, APIC_START, IOAPIC_START};
+use super::layout::{
+    ACPI_END, ACPI_PM_PORT, ACPI_START, APIC_START, GED_GSI, GED_START, IOAPIC_START,
+};
 use super::{Error, Result};
 
 const OEM_ID: [u8; 6] = *b"RUSTVM";
@@ -123,9 +125,9 @@ pub fn create_fadt(dsdt: u64) -> Vec<u8> {
         // The power button is a control-method device (PNP0C0C in the DSDT).
         .flag(Flags::PwrButton)
         .flag(Flags::SlpButton);
-    fadt.sleep_control_reg = io_register(PM_BASE + PM_SLEEP_CONTROL_OFFSET);
-    fadt.sleep_status_reg = io_register(PM_BASE + PM_SLEEP_STATUS_OFFSET);
-    fadt.reset_reg = io_register(PM_BASE + PM_RESET_OFFSET);
+    fadt.sleep_control_reg = io_register(ACPI_PM_PORT + PM_SLEEP_CONTROL_OFFSET);
+    fadt.sleep_status_reg = io_register(ACPI_PM_PORT + PM_SLEEP_STATUS_OFFSET);
+    fadt.reset_reg = io_register(ACPI_PM_PORT + PM_RESET_OFFSET);
     fadt.reset_value = PM_RESET_VALUE;
     fadt.iapc_boot_arch = (IAPC_VGA_NOT_PRESENT | IAPC_CMOS_RTC_NOT_PRESENT).into();
     to_bytes(&fadt.finalize())
@@ -259,7 +261,7 @@ fn power_button_aml(sink: &mut Vec<u8>) -> Result<()> {
     // parse IRQ resource"). The event register is the OperationRegion below, as in QEMU.
     let irq = edge_interrupt(GED_GSI);
     let crs = ResourceTemplate::new(vec![&irq]);
-    let base = GED_BASE as u32;
+    let base = GED_START as u32;
     let region = OpRegion::new("GDST".into(), OpRegionSpace::SystemMemory, &base, &4u32);
     let field = Field::new(
         "GDST".into(),
@@ -321,6 +323,9 @@ mod guest_aml;
 mod tests {
     use super::guest_aml;
     use super::*;
+    use crate::arch::x86_64::layout::{
+        MAX_VCPUS, VIRTIO_FIRST_GSI, VIRTIO_MMIO_COUNT, VIRTIO_MMIO_START, VIRTIO_MMIO_WINDOW_SIZE,
+    };
     use crate::arch::x86_64::memory::arch_memory_regions;
 
     fn sum(bytes: &[u8]) -> u8 {
@@ -349,9 +354,9 @@ mod tests {
     fn virtio(n: usize) -> Vec<MmioDevice> {
         (0..n)
             .map(|i| MmioDevice {
-                base: 0xd000_0000 + i as u64 * 0x1000,
-                size: 0x1000,
-                gsi: 5 + i as u32,
+                base: VIRTIO_MMIO_START + i as u64 * VIRTIO_MMIO_WINDOW_SIZE,
+                size: VIRTIO_MMIO_WINDOW_SIZE,
+                gsi: VIRTIO_FIRST_GSI + i as u32,
             })
             .collect()
     }
@@ -368,16 +373,16 @@ mod tests {
         assert_eq!(u32_at(&fadt, 40), 0, "no 32-bit DSDT");
         // reset_reg (GAS at 116), value at 128; sleep control/status GAS at 244/256.
         assert_eq!(fadt[116], 1, "reset register in I/O space");
-        assert_eq!(u64_at(&fadt, 120), PM_BASE + PM_RESET_OFFSET);
+        assert_eq!(u64_at(&fadt, 120), ACPI_PM_PORT + PM_RESET_OFFSET);
         assert_eq!(fadt[128], PM_RESET_VALUE);
-        assert_eq!(u64_at(&fadt, 248), PM_BASE + PM_SLEEP_CONTROL_OFFSET);
-        assert_eq!(u64_at(&fadt, 260), PM_BASE + PM_SLEEP_STATUS_OFFSET);
+        assert_eq!(u64_at(&fadt, 248), ACPI_PM_PORT + PM_SLEEP_CONTROL_OFFSET);
+        assert_eq!(u64_at(&fadt, 260), ACPI_PM_PORT + PM_SLEEP_STATUS_OFFSET);
         assert_eq!((fadt[244], fadt[245]), (1, 8));
     }
 
     #[test]
     fn madt_has_one_local_apic_per_cpu() {
-        for cpus in [1u8, 2, 4, 8, 254] {
+        for cpus in [1u8, 2, 4, 8, MAX_VCPUS] {
             let madt = create_madt(cpus);
             assert_table(&madt, b"APIC");
             assert_eq!(u32_at(&madt, 36), APIC_START as u32);
@@ -448,7 +453,7 @@ mod tests {
     #[test]
     fn every_table_fits_with_the_most_cpus_and_devices() {
         let mem = GuestMemoryMmap::from_ranges(&arch_memory_regions(32 << 20)).unwrap();
-        setup_acpi(&mem, 254, &virtio(18)).unwrap();
+        setup_acpi(&mem, MAX_VCPUS, &virtio(VIRTIO_MMIO_COUNT)).unwrap();
     }
 
     #[test]
@@ -480,7 +485,7 @@ mod tests {
                 ged[0].memory, None,
                 "Linux's acpi-ged takes only an interrupt"
             );
-            assert_eq!(ged[0].region, Some((GED_BASE, 4)));
+            assert_eq!(ged[0].region, Some((GED_START, 4)));
             assert_eq!(ged[0].irq, Some(GED_GSI));
             assert!(ged[0].has_evt, "the GED needs _EVT to notify the button");
 

@@ -23,7 +23,7 @@ pub enum Error {
     Configurator(&'static str, linux_loader::configurator::Error),
     /// A KVM vCPU ioctl failed.
     Kvm(&'static str, kvm_ioctls::Error),
-    /// A vCPU count the MP table cannot describe (0, or more than mptable::MAX_CPUS).
+    /// A vCPU count the MP table cannot describe (0, or more than layout::MAX_VCPUS).
     TooManyCpus(u8),
     /// A vCPU index outside the VM's vCPU count.
     InvalidVcpu { index: u8, count: u8 },
