@@ -185,6 +185,18 @@ impl Peer {
         }
     }
 
+    /// Registers for event `event_id` on every domain; returns the reply's status.
+    fn register_event(&mut self, event_id: i32) -> i32 {
+        let mut w = XdrWriter::new();
+        w.put_i32(event_id);
+        w.put_u32(0); // no domain filter
+        self.call(
+            p::CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
+            &w.into_inner(),
+        )
+        .0
+    }
+
     fn open(&mut self) {
         let mut w = XdrWriter::new();
         w.put_optional(Some("vmm:///"), |w, s| w.put_string(s));
@@ -384,17 +396,7 @@ fn events_reach_subscribers_and_disconnects_clean_up() {
         "the protocol notes' 68-byte packet for this event"
     );
 
-    let mut w = XdrWriter::new();
-    w.put_i32(27); // beyond VIR_DOMAIN_EVENT_ID_LAST
-    w.put_u32(0);
-    assert_eq!(
-        peer.call(
-            p::CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
-            &w.into_inner()
-        )
-        .0,
-        1
-    );
+    assert_eq!(peer.register_event(27), 1); // beyond VIR_DOMAIN_EVENT_ID_LAST
 
     assert_eq!(server.client_count(), 1);
     drop(peer); // mid-session disconnect, callbacks still registered
@@ -407,17 +409,7 @@ fn a_client_that_never_reads_events_is_dropped_not_buffered_forever() {
     let (server, _vm, path) = start("backlog", |c| c.max_client_backlog = 64 * 1024);
     let mut peer = Peer::connect(&path);
     peer.open();
-    let mut w = XdrWriter::new();
-    w.put_i32(0);
-    w.put_u32(0);
-    assert_eq!(
-        peer.call(
-            p::CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
-            &w.into_inner()
-        )
-        .0,
-        0
-    );
+    assert_eq!(peer.register_event(0), 0);
     // The peer stops reading; the socket buffer fills, then the server's backlog.
     for _ in 0..20_000 {
         server.emit_lifecycle(&domain(), Lifecycle::SuspendedPaused);

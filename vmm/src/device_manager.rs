@@ -70,11 +70,7 @@ impl DeviceManager {
         base: u64,
         len: u64,
     ) -> Result<(), String> {
-        bus_mut(&mut self.pio_bus)?
-            .insert(device.clone(), base, len)
-            .map_err(|e| e.to_string())?;
-        self.resettable.push(device);
-        Ok(())
+        insert(&mut self.pio_bus, &mut self.resettable, device, base, len)
     }
 
     /// Puts `device` at guest addresses `[base, base + len)`.
@@ -84,11 +80,7 @@ impl DeviceManager {
         base: u64,
         len: u64,
     ) -> Result<(), String> {
-        bus_mut(&mut self.mmio_bus)?
-            .insert(device.clone(), base, len)
-            .map_err(|e| e.to_string())?;
-        self.resettable.push(device);
-        Ok(())
+        insert(&mut self.mmio_bus, &mut self.resettable, device, base, len)
     }
 
     /// The ports a kernel probes that this machine does not have (stateless: nothing to reset).
@@ -180,6 +172,21 @@ impl DeviceManager {
             lock(device).reset();
         }
     }
+}
+
+/// Puts `device` on `bus` and on the list a reset goes through.
+fn insert(
+    bus: &mut Arc<Bus>,
+    resettable: &mut Vec<Arc<Mutex<dyn BusDevice>>>,
+    device: Arc<Mutex<dyn BusDevice>>,
+    base: u64,
+    len: u64,
+) -> Result<(), String> {
+    bus_mut(bus)?
+        .insert(device.clone(), base, len)
+        .map_err(|e| e.to_string())?;
+    resettable.push(device);
+    Ok(())
 }
 
 /// The bus, while no vCPU holds it yet: there is no hotplug.
