@@ -62,6 +62,8 @@ pub mod attr {
     pub const PRIORITY: u8 = 4;
     /// Later calls of the client wait for it (CONNECT_OPEN).
     pub const BARRIER: u8 = 8;
+    /// Never waits (reads the domain's snapshot): answered on the event-loop thread.
+    pub const INLINE: u8 = 16;
 }
 
 impl Procedure {
@@ -160,6 +162,7 @@ impl Program<RemoteClient> for RemoteProgram {
         find(procedure).map_or_else(Scheduling::default, |p| Scheduling {
             priority: p.has(attr::PRIORITY),
             barrier: p.has(attr::BARRIER),
+            inline: p.has(attr::INLINE),
         })
     }
 

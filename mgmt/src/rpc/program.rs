@@ -15,6 +15,10 @@ pub struct Scheduling {
     /// The client's later calls are not parsed until this one is answered, so none can run
     /// before it (CONNECT_OPEN: priority workers would otherwise overtake it).
     pub barrier: bool,
+    /// Answered on the event-loop thread itself: the call reads a snapshot and never waits,
+    /// so handing it to a worker (a wakeup and two thread switches) would cost more than
+    /// running it. Anything that may block stays on the workers.
+    pub inline: bool,
 }
 
 pub trait Program<D>: Send + Sync {

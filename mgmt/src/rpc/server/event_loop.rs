@@ -6,14 +6,14 @@
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 
 use super::client::{Client, ClientState, ReadOutcome, READ_CHUNK};
 use super::keepalive;
 use super::socket::Listener;
-use super::Shared;
+use super::{Job, Shared};
 use crate::rpc::error::{code, domain, RemoteError};
 use crate::rpc::wire::{Frame, Header, MessageType, Status};
 
@@ -50,11 +50,15 @@ pub(crate) fn spawn<D: Default + Send + 'static>(
         .name("mgmt-loop".into())
         .spawn(move || {
             super::lower_thread_priority();
+            let mut last_tick = Instant::now();
             while !shared.lock().quit {
                 if let Err(e) = manager.run_with_timeout(TICK.as_millis() as i32) {
                     log::error!("management event loop: {e:?}");
                 }
-                keepalive::tick(&shared);
+                if last_tick.elapsed() >= TICK {
+                    last_tick = Instant::now();
+                    keepalive::tick(&shared);
+                }
             }
         })
         .map_err(|e| format!("cannot start the management loop thread: {e}"))
@@ -216,9 +220,7 @@ impl<D: Default + Send + 'static> LoopSubscriber<D> {
                 c.closed = true;
             }
         }
-        for (frame, program) in jobs {
-            self.shared.queue_job(client.clone(), frame, program);
-        }
+        self.hand_over(&client, jobs);
         self.settle(&client, ops);
     }
 
@@ -238,11 +240,35 @@ impl<D: Default + Send + 'static> LoopSubscriber<D> {
             if jobs.is_empty() {
                 break;
             }
-            for (frame, program) in jobs {
+            self.hand_over(client, jobs);
+        }
+        self.update(client, ops);
+    }
+
+    /// Answers the calls marked inline here and queues the rest for the workers. Inline
+    /// replies are written at once; `update` watches for what the socket did not take.
+    fn hand_over(&mut self, client: &Arc<Client<D>>, jobs: Vec<(Frame, usize)>) {
+        let mut answered = false;
+        for (frame, program) in jobs {
+            if self.shared.scheduling_in(program, &frame.header).inline {
+                let job = Job {
+                    client: client.clone(),
+                    frame,
+                    program,
+                };
+                let reply = self.shared.run_call(&job);
+                client.lock().push(reply, true);
+                answered = true;
+            } else {
                 self.shared.queue_job(client.clone(), frame, program);
             }
         }
-        self.update(client, ops);
+        if answered {
+            let mut c = client.lock();
+            if !c.closed && c.write_to(&client.stream).is_err() {
+                c.closed = true;
+            }
+        }
     }
 
     /// Makes the registered interest match the client's queues, or drops a closed client.

@@ -159,8 +159,13 @@ impl<D: Send + 'static> Shared<D> {
 
     fn scheduling(&self, header: &Header) -> Scheduling {
         self.program_of(header)
-            .map(|i| self.programs[i].scheduling(header.procedure))
+            .map(|i| self.scheduling_in(i, header))
             .unwrap_or_default()
+    }
+
+    /// Scheduling of a call already routed to `program`.
+    fn scheduling_in(&self, program: usize, header: &Header) -> Scheduling {
+        self.programs[program].scheduling(header.procedure)
     }
 
     /// A call its client's later calls must wait for (see `Scheduling::barrier`).
@@ -172,9 +177,7 @@ impl<D: Send + 'static> Shared<D> {
 
     /// Queues a call for the workers; starts another worker if all are busy.
     fn queue_job(self: &Arc<Self>, client: Arc<Client<D>>, frame: Frame, program: usize) {
-        let priority = self.programs[program]
-            .scheduling(frame.header.procedure)
-            .priority;
+        let priority = self.scheduling_in(program, &frame.header).priority;
         let mut state = self.lock();
         let job = Job {
             client,
