@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cpuset::CpuSet;
@@ -22,6 +22,9 @@ struct FakeVm {
     suspends: AtomicUsize,
     /// Two vCPUs' affinities.
     pins: Mutex<Vec<CpuSet>>,
+    /// While true, suspend blocks (a call stuck on a worker).
+    hold_suspend: Mutex<bool>,
+    suspend_released: Condvar,
 }
 
 impl FakeVm {
@@ -29,7 +32,14 @@ impl FakeVm {
         FakeVm {
             suspends: AtomicUsize::new(0),
             pins: Mutex::new(vec![CpuSet::single(0), CpuSet::single(1)]),
+            hold_suspend: Mutex::new(false),
+            suspend_released: Condvar::new(),
         }
+    }
+
+    fn hold_suspend(&self, hold: bool) {
+        *self.hold_suspend.lock().unwrap() = hold;
+        self.suspend_released.notify_all();
     }
 }
 
@@ -63,6 +73,12 @@ impl Hypervisor for FakeVm {
     }
     fn suspend(&self) -> Result<(), RemoteError> {
         self.suspends.fetch_add(1, Ordering::SeqCst);
+        let held = self.hold_suspend.lock().unwrap();
+        drop(
+            self.suspend_released
+                .wait_while(held, |held| *held)
+                .unwrap(),
+        );
         Ok(())
     }
     fn resume(&self) -> Result<(), RemoteError> {
@@ -266,6 +282,36 @@ fn dispatches_and_checks_open_and_domain() {
             .unwrap()
             .message,
         "Unable to decode message payload"
+    );
+}
+
+#[test]
+fn snapshot_reads_are_answered_while_every_worker_is_busy() {
+    let (_server, vm, path) = start("inline", |c| {
+        c.min_workers = 1;
+        c.max_workers = 1;
+    });
+    vm.hold_suspend(true);
+    let mut stuck = Peer::connect(&path);
+    stuck.open();
+    stuck.send(REMOTE_PROGRAM, p::DOMAIN_SUSPEND, 0, &dom_arg());
+    wait_until("the suspend to occupy the only worker", || {
+        vm.suspends.load(Ordering::SeqCst) == 1
+    });
+    let mut reader = Peer::connect(&path);
+    reader.open();
+    assert_eq!(reader.call(p::DOMAIN_GET_INFO, &dom_arg()).0, 0);
+    assert_eq!(
+        reader
+            .call(p::DOMAIN_GET_STATE, &[dom_arg(), vec![0; 4]].concat())
+            .0,
+        0
+    );
+    vm.hold_suspend(false);
+    let reply = stuck.next().expect("the suspend's reply");
+    assert_eq!(
+        (reply.header.procedure, reply.header.status),
+        (p::DOMAIN_SUSPEND, 0)
     );
 }
 
