@@ -346,4 +346,6 @@ impl BusDevice for MmioTransport {
 }
 
 #[cfg(test)]
+pub(crate) mod test_utils;
+#[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::virtio::mmio::test_utils::{bring_up, memory};
 use crate::virtio::MmioTransport;
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
@@ -38,10 +39,6 @@ impl Drop for Disk {
     }
 }
 
-fn mem() -> GuestMemoryMmap {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap()
-}
-
 /// A transport around a block device, brought up with queue 0 at the mock queue.
 fn transport(
     m: &GuestMemoryMmap,
@@ -55,27 +52,13 @@ fn transport(
         m.clone(),
         irq,
     )));
-    {
-        use crate::bus::BusDevice;
-        let mut t = t.lock().unwrap();
-        let mut w = |off: u64, v: u32| t.write(0, off, &v.to_le_bytes());
-        w(0x70, 1);
-        w(0x70, 3);
-        w(0x24, 1);
-        w(0x20, 1);
-        w(0x70, 11);
-        w(0x38, 16);
-        for (reg, addr) in [
-            (0x80, vq.desc_table_addr().0),
-            (0x90, vq.avail_addr().0),
-            (0xa0, vq.used_addr().0),
-        ] {
-            w(reg, addr as u32);
-            w(reg + 4, (addr >> 32) as u32);
-        }
-        w(0x44, 1);
-        w(0x70, 15);
-    }
+    bring_up(
+        &mut t.lock().unwrap(),
+        vq.desc_table_addr().0,
+        vq.avail_addr().0,
+        vq.used_addr().0,
+        16,
+    );
     t
 }
 
@@ -135,7 +118,7 @@ fn chain(hdr: u64, data: Option<(u64, u32, bool)>, status: u64) -> Vec<RawDescri
 #[test]
 fn write_flush_read_back_and_get_id() {
     let disk = Disk::new("rw", 16);
-    let m = mem();
+    let m = memory();
     let vq = MockSplitQueue::create(&m, GuestAddress(0x10000), 16);
     let t = transport(&m, &vq, disk.config(false));
     m.write_slice(&[0xab; 512], GuestAddress(0x40000)).unwrap();
@@ -178,7 +161,7 @@ fn reset_drains_the_io_thread() {
     const READS: u64 = 5;
     const LEN: u32 = 2 << 20;
     let disk = Disk::new("drain", READS * u64::from(LEN) / SECTOR_SIZE);
-    let m = mem();
+    let m = memory();
     let vq = MockSplitQueue::create(&m, GuestAddress(0x10000), 16);
     let t = transport(&m, &vq, disk.config(false));
     let buffers = 0x20_0000u64;
@@ -216,7 +199,7 @@ fn reset_drains_the_io_thread() {
 #[test]
 fn read_only_and_out_of_range_requests_fail_cleanly() {
     let disk = Disk::new("ro", 4);
-    let m = mem();
+    let m = memory();
     let vq = MockSplitQueue::create(&m, GuestAddress(0x10000), 16);
     let t = transport(
         &m,
@@ -262,7 +245,7 @@ fn read_only_and_out_of_range_requests_fail_cleanly() {
 #[test]
 fn malformed_chains_need_reset() {
     let disk = Disk::new("bad", 4);
-    let m = mem();
+    let m = memory();
     for bad in [
         // status byte not writable
         vec![
@@ -303,7 +286,7 @@ fn malformed_chains_need_reset() {
 fn discard_and_write_zeroes_clear_ranges() {
     let disk = Disk::new("zero", 16);
     std::fs::write(&disk.path, vec![0x5a; 16 * 512]).unwrap();
-    let m = mem();
+    let m = memory();
     let vq = MockSplitQueue::create(&m, GuestAddress(0x10000), 16);
     let t = transport(
         &m,
@@ -365,7 +348,7 @@ fn config_space_has_the_spec_size() {
 #[test]
 fn config_space_bytes() {
     let disk = Disk::new("config-bytes", 8);
-    let block = Block::new(&disk.config(false), mem(), Box::new(|| {})).unwrap();
+    let block = Block::new(&disk.config(false), memory(), Box::new(|| {})).unwrap();
     let mut config = [0xaau8; 64];
     block.read_config(0, &mut config);
     let mut want = [0u8; 64];
@@ -385,7 +368,7 @@ fn capacity_in_config_space() {
             readonly: false,
             id: String::new(),
         },
-        mem(),
+        memory(),
         Box::new(|| {}),
     )
     .unwrap();
