@@ -286,7 +286,7 @@ fn dispatches_and_checks_open_and_domain() {
 }
 
 #[test]
-fn snapshot_reads_are_answered_while_every_worker_is_busy() {
+fn snapshot_reads_and_destroy_are_answered_while_every_worker_is_busy() {
     let (_server, vm, path) = start("inline", |c| {
         c.min_workers = 1;
         c.max_workers = 1;
@@ -306,6 +306,11 @@ fn snapshot_reads_are_answered_while_every_worker_is_busy() {
             .call(p::DOMAIN_GET_STATE, &[dom_arg(), vec![0; 4]].concat())
             .0,
         0
+    );
+    assert_eq!(
+        reader.call(p::DOMAIN_DESTROY, &dom_arg()).0,
+        0,
+        "destroy runs on a priority worker, not behind the stuck call"
     );
     vm.hold_suspend(false);
     let reply = stuck.next().expect("the suspend's reply");
