@@ -517,6 +517,38 @@ impl Hypervisor for ManagedDomain {
 mod tests {
     use super::*;
 
+    /// libvirt's kill-then-job: destroy files its request while another call still holds the
+    /// domain job, so the main loop stops the VM at once; only then does it wait for the job.
+    #[test]
+    fn destroy_files_its_request_before_waiting_for_the_job() {
+        let notifier = crate::main_loop::notify::LoopNotifier::new().unwrap();
+        let requests = Arc::new(Requests::new(notifier));
+        requests.publish_state(RunState::Running);
+        let policy = crate::placement::CpuTune::default()
+            .resolve(1, &CpuSet::single(0), false)
+            .unwrap();
+        let pinning = CpuPinning::new(policy, crate::vcpu::VcpuThreads::none());
+        let domain = ManagedDomain::new(&VmConfig::default(), requests.clone(), pinning);
+        let stuck_call = domain.job();
+        let destroyer = {
+            let domain = domain.clone();
+            std::thread::spawn(move || domain.destroy())
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while requests.filed() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "destroy waited behind the job"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The main loop acts on the request; the stuck call finishes.
+        requests.publish_state(RunState::Shutdown);
+        requests.mark_handled(requests.filed());
+        drop(stuck_call);
+        assert!(destroyer.join().unwrap().is_ok());
+    }
+
     #[test]
     fn xml_text_is_escaped() {
         assert_eq!(xml_escape("a<b & 'c'"), "a&lt;b &amp; &apos;c&apos;");

@@ -166,6 +166,30 @@ pub struct VcpuThreads {
     pin_lock: Arc<Mutex<()>>,
 }
 
+#[cfg(test)]
+impl VcpuThreads {
+    /// No vCPU threads at all: for tests of what manages them, without KVM.
+    pub(crate) fn none() -> VcpuThreads {
+        VcpuThreads {
+            shared: Arc::new(Shared {
+                control: Mutex::new(Control {
+                    request: Request::Run,
+                    request_epoch: 0,
+                    parked: 0,
+                    boot_generation: 0,
+                    boot_entry: BootEntry::Pvh {
+                        entry: vm_memory::GuestAddress(0),
+                    },
+                    threads: Vec::new(),
+                    emulator_cpus: None,
+                }),
+                changed: Condvar::new(),
+            }),
+            pin_lock: Arc::new(Mutex::new(())),
+        }
+    }
+}
+
 impl VcpuThreads {
     /// Thread ids in vCPU order.
     pub fn tids(&self) -> Vec<Tid> {
