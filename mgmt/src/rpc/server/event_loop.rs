@@ -250,7 +250,8 @@ impl<D: Default + Send + 'static> LoopSubscriber<D> {
     fn hand_over(&mut self, client: &Arc<Client<D>>, jobs: Vec<(Frame, usize)>) {
         let mut answered = false;
         for (frame, program) in jobs {
-            if self.shared.scheduling_in(program, &frame.header).inline {
+            let scheduling = self.shared.scheduling_in(program, &frame.header);
+            if scheduling.inline {
                 let job = Job {
                     client: client.clone(),
                     frame,
@@ -260,7 +261,8 @@ impl<D: Default + Send + 'static> LoopSubscriber<D> {
                 client.lock().push(reply, true);
                 answered = true;
             } else {
-                self.shared.queue_job(client.clone(), frame, program);
+                self.shared
+                    .queue_job(client.clone(), frame, program, scheduling.priority);
             }
         }
         if answered {

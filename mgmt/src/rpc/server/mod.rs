@@ -176,8 +176,13 @@ impl<D: Send + 'static> Shared<D> {
     }
 
     /// Queues a call for the workers; starts another worker if all are busy.
-    fn queue_job(self: &Arc<Self>, client: Arc<Client<D>>, frame: Frame, program: usize) {
-        let priority = self.scheduling_in(program, &frame.header).priority;
+    fn queue_job(
+        self: &Arc<Self>,
+        client: Arc<Client<D>>,
+        frame: Frame,
+        program: usize,
+        priority: bool,
+    ) {
         let mut state = self.lock();
         let job = Job {
             client,
