@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use devices::bus::{Bus, BusDevice};
 use devices::legacy;
-use devices::virtio::{Block, BlockConfig, MmioTransport, VirtioDevice, REG_QUEUE_NOTIFY};
+use devices::virtio::{
+    Block, BlockConfig, BlockStats, MmioTransport, NetStats, VirtioDevice, REG_QUEUE_NOTIFY,
+};
 use kvm_ioctls::IoEventAddress;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -26,6 +28,14 @@ use crate::main_loop::{AioContext, Bh};
 use crate::vm::Vm;
 
 type Transport = Arc<Mutex<MmioTransport>>;
+
+/// The counters of the disks and interfaces, in configuration order: what management
+/// statistics read while the devices count.
+#[derive(Clone, Default)]
+pub struct DeviceStats {
+    pub disks: Vec<Arc<BlockStats>>,
+    pub nets: Vec<Arc<NetStats>>,
+}
 
 pub struct DeviceManager {
     aio: AioContext,
@@ -94,14 +104,19 @@ impl DeviceManager {
     }
 
     /// Attaches a virtio-blk disk; its I/O thread completes requests through the loop's
-    /// completion bottom half.
-    pub fn attach_block(&mut self, vm: &Vm, config: &BlockConfig) -> Result<(), String> {
+    /// completion bottom half. Returns the disk's counters.
+    pub fn attach_block(
+        &mut self,
+        vm: &Vm,
+        config: &BlockConfig,
+    ) -> Result<Arc<BlockStats>, String> {
         let bh = self.completion_bh.clone();
         let block = Block::new(config, vm.memory().clone(), Box::new(move || bh.schedule()))
             .map_err(|e| format!("--disk {e}"))?;
+        let stats = block.stats();
         let transport = self.attach_transport(vm, Box::new(block))?;
         lock(&self.completing).push(transport);
-        Ok(())
+        Ok(stats)
     }
 
     fn attach_transport(

@@ -9,7 +9,8 @@
 //! - `device_manager`: the devices' ports, MMIO windows, interrupts and reset, virtio ones
 //!   attached with their KVM irqfd/ioeventfds and main-loop handlers in one step.
 //! - `machine`: all of it assembled from a `config::VmConfig`; what the main loop drives.
-//! - `management`: the libvirt management server's view of the VM (mgmt::Hypervisor).
+//! - `management`: the libvirt management server's view of the VM (mgmt::Hypervisor);
+//!   `domain_xml`: the VM as libvirt domain XML.
 //! - `cli`, `console`, `logger`: the `vmm` launcher's command line, terminal and log output.
 
 pub mod affinity;
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod device_manager;
+pub mod domain_xml;
 pub mod loader;
 pub mod logger;
 pub mod machine;

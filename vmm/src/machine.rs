@@ -14,7 +14,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::arch::x86_64::cpuid::{add_timing_leaf, filter_cpuid};
 use crate::arch::x86_64::layout;
 use crate::config::VmConfig;
-use crate::device_manager::DeviceManager;
+use crate::device_manager::{DeviceManager, DeviceStats};
 use crate::main_loop::{self, AioContext, Requests, ShutdownCause};
 use crate::placement::CpuPinning;
 use crate::vcpu::{VcpuContext, VcpuGroup};
@@ -57,6 +57,7 @@ pub struct Machine {
     /// The power button's event device (present with ACPI).
     ged: Option<Arc<Mutex<Ged>>>,
     pinning: Arc<CpuPinning>,
+    device_stats: DeviceStats,
     vm: Vm,
 }
 
@@ -132,11 +133,14 @@ impl Machine {
             .insert_mmio(ioapic.clone(), layout::IOAPIC_START, legacy::IOAPIC_SIZE)
             .map_err(Error::Device)?;
 
+        let mut device_stats = DeviceStats::default();
         for disk in &config.disks {
-            devices.attach_block(&vm, disk).map_err(Error::Device)?;
+            let stats = devices.attach_block(&vm, disk).map_err(Error::Device)?;
+            device_stats.disks.push(stats);
         }
         for net in &config.nets {
             let device = Net::new(net).map_err(|e| Error::Device(format!("--net {e}")))?;
+            device_stats.nets.push(device.stats());
             devices
                 .attach_virtio(&vm, Box::new(device))
                 .map_err(Error::Device)?;
@@ -185,8 +189,14 @@ impl Machine {
             devices,
             ged,
             pinning,
+            device_stats,
             vm,
         })
+    }
+
+    /// The disks' and interfaces' counters, for management statistics.
+    pub fn device_stats(&self) -> &DeviceStats {
+        &self.device_stats
     }
 
     /// The threads' host CPU placement, for management calls.

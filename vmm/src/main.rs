@@ -124,7 +124,12 @@ fn start_management(
     server_config: mgmt::ServerConfig,
 ) -> Result<Arc<mgmt::RemoteServer>, String> {
     let socket = server_config.socket.clone();
-    let domain = ManagedDomain::new(config, main_loop.requests(), machine.pinning().clone());
+    let domain = ManagedDomain::new(
+        config,
+        main_loop.requests(),
+        machine.pinning().clone(),
+        machine.device_stats().clone(),
+    );
     let server = Arc::new(
         mgmt::RemoteServer::start(server_config, domain.clone())
             .map_err(|e| format!("--mgmt-socket: {e}"))?,

@@ -6,13 +6,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use mgmt::cpuset::CpuSet;
-use mgmt::remote::domain::format_uuid;
 use mgmt::remote::protocol::{DomainState, Lifecycle};
-use mgmt::remote::{DomainRef, DomainStatus, Hypervisor, RemoteServer, VcpuInfo};
+use mgmt::remote::{
+    CpuTimes, DiskStats, DomainRef, DomainStatus, Hypervisor, InterfaceStats, RemoteServer,
+    VcpuInfo,
+};
 use mgmt::rpc::error::{code as error_code, domain as error_domain};
 use mgmt::rpc::RemoteError;
 
-use crate::config::{KernelSource, SerialConfig, VmConfig};
+use crate::config::VmConfig;
+use crate::device_manager::DeviceStats;
+use crate::domain_xml::{disk_target, domain_xml, format_mac, LiveFacts};
 use crate::main_loop::{Event, Requests, RunState, ShutdownCause, Ticket};
 use crate::placement::CpuPinning;
 
@@ -45,6 +49,7 @@ pub struct ManagedDomain {
     config: VmConfig,
     requests: Arc<Requests>,
     pinning: Arc<CpuPinning>,
+    stats: DeviceStats,
     book: Mutex<Bookkeeping>,
     job: Mutex<()>,
 }
@@ -72,6 +77,41 @@ fn cpu_time_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
+/// Resident pages from /proc/self/statm's second field.
+fn rss_pages(statm: &str) -> Option<u64> {
+    statm.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// utime and stime (clock ticks) from /proc/self/stat; the fields after the command name,
+/// which may itself hold spaces and parentheses.
+fn user_system_ticks(stat: &str) -> Option<(u64, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11); // state is field 3; utime is 14
+    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).unwrap_or(4096)
+}
+
+fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(n).ok().filter(|n| *n > 0).unwrap_or(100)
+}
+
+/// A disk file's sizes for virDomainBlockInfo: what the guest sees (whole sectors), what the
+/// file occupies, and its length.
+fn disk_sizes(path: &std::path::Path) -> (u64, u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => (m.len() / 512 * 512, m.blocks() * 512, m.len()),
+        Err(_) => (0, 0, 0),
+    }
+}
+
 fn operation_failed(message: impl std::fmt::Display) -> RemoteError {
     RemoteError::new(
         error_code::OPERATION_FAILED,
@@ -88,24 +128,18 @@ fn invalid_arg(message: impl std::fmt::Display) -> RemoteError {
     )
 }
 
-fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
-}
-
 impl ManagedDomain {
     pub fn new(
         config: &VmConfig,
         requests: Arc<Requests>,
         pinning: Arc<CpuPinning>,
+        stats: DeviceStats,
     ) -> Arc<ManagedDomain> {
         Arc::new(ManagedDomain {
             config: config.clone(),
             requests,
             pinning,
+            stats,
             book: Mutex::new(Bookkeeping {
                 id: -1,
                 runs: 0,
@@ -215,77 +249,25 @@ impl ManagedDomain {
         }
     }
 
-    fn domain_xml(&self) -> String {
-        let c = &self.config;
-        let id = self.book().id;
-        let id_attr = if id > 0 {
-            format!(" id='{id}'")
-        } else {
-            String::new()
-        };
-        let kernel = match &c.kernel {
-            KernelSource::Embedded => "vmm:test-guest".to_string(),
-            KernelSource::File(p) => p.display().to_string(),
-        };
-        let initrd = c
-            .initrd
-            .as_ref()
-            .map(|p| {
-                format!(
-                    "    <initrd>{}</initrd>\n",
-                    xml_escape(&p.display().to_string())
-                )
-            })
-            .unwrap_or_default();
-        let serial = match &c.serial {
-            SerialConfig::Stdio => "    <serial type='stdio'>\n      <target port='0'/>\n    </serial>\n".to_string(),
-            SerialConfig::File(p) => format!("    <serial type='file'>\n      <source path='{}'/>\n      <target port='0'/>\n    </serial>\n", xml_escape(&p.display().to_string())),
-            SerialConfig::None => String::new(),
-        };
-        let emulator = std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "vmm".into());
-        let on_reboot = if self.requests.no_reboot() {
-            "destroy"
-        } else {
-            "restart"
-        };
-        let kib = c.memory / 1024;
-        let cputune = self.cputune_xml();
-        format!(
-            "<domain type='kvm'{id_attr}>\n  <name>{name}</name>\n  <uuid>{uuid}</uuid>\n  <memory unit='KiB'>{kib}</memory>\n  <currentMemory unit='KiB'>{kib}</currentMemory>\n  <vcpu placement='static'>{cpus}</vcpu>\n{cputune}  <os>\n    <type arch='x86_64' machine='vmm'>hvm</type>\n    <kernel>{kernel}</kernel>\n{initrd}    <cmdline>{cmdline}</cmdline>\n  </os>\n  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>{on_reboot}</on_reboot>\n  <on_crash>destroy</on_crash>\n  <devices>\n    <emulator>{emulator}</emulator>\n{serial}  </devices>\n</domain>\n",
-            name = xml_escape(&c.name),
-            uuid = format_uuid(&c.uuid),
-            cpus = c.cpus,
-            kernel = xml_escape(&kernel),
-            cmdline = xml_escape(&c.cmdline),
-            emulator = xml_escape(&emulator),
-        )
-    }
-
-    /// `<cputune>` with the threads' real placement: a `<vcpupin>` for each vCPU and an
-    /// `<emulatorpin>` unless it may run on every CPU the process may use.
-    fn cputune_xml(&self) -> String {
+    /// The running VM's facts for its XML: the id and where its threads really run.
+    fn live_facts(&self) -> LiveFacts {
         let everywhere = &self.pinning.policy().allowed;
-        let mut pins = String::new();
-        for index in 0..self.pinning.vcpu_count() {
-            match self.pinning.vcpu_affinity(index) {
-                Ok(cpus) if cpus != *everywhere => {
-                    pins += &format!("    <vcpupin vcpu='{index}' cpuset='{cpus}'/>\n");
-                }
-                _ => {}
-            }
+        let vcpu_pins = (0..self.pinning.vcpu_count())
+            .filter_map(|index| match self.pinning.vcpu_affinity(index) {
+                Ok(cpus) if cpus != *everywhere => Some((index, cpus)),
+                _ => None,
+            })
+            .collect();
+        let emulator_pin = self
+            .pinning
+            .emulator_affinity()
+            .ok()
+            .filter(|cpus| cpus != everywhere);
+        LiveFacts {
+            id: Some(self.book().id).filter(|id| *id > 0),
+            vcpu_pins,
+            emulator_pin,
         }
-        match self.pinning.emulator_affinity() {
-            Ok(cpus) if cpus != *everywhere => {
-                pins += &format!("    <emulatorpin cpuset='{cpus}'/>\n");
-            }
-            _ => {}
-        }
-        if pins.is_empty() {
-            return pins;
-        }
-        format!("  <cputune>\n{pins}  </cputune>\n")
     }
 
     /// Turns main-loop events into libvirt lifecycle events. Runs on the main-loop thread.
@@ -305,6 +287,8 @@ impl ManagedDomain {
             }
             // A reset of a running guest is a reboot; one that prepares a start is not.
             Event::Reset { .. } if self.book().id != -1 => {
+                // The guest boots again: libvirt reports a rebooted domain as "booted".
+                self.book().running_reason = RUNNING_BOOTED;
                 server.emit_reboot(&self.domain_ref());
                 Vec::new()
             }
@@ -381,8 +365,14 @@ impl Hypervisor for ManagedDomain {
         cpu_time_ns()
     }
 
-    fn xml(&self) -> String {
-        self.domain_xml()
+    fn xml(&self, inactive: bool) -> String {
+        let mut config = self.config.clone();
+        config.no_reboot = self.requests.no_reboot();
+        let emulator = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "vmm".into());
+        let live = (!inactive && self.status().is_active()).then(|| self.live_facts());
+        domain_xml(&config, live.as_ref(), &emulator)
     }
 
     fn suspend(&self) -> Result<(), RemoteError> {
@@ -502,6 +492,78 @@ impl Hypervisor for ManagedDomain {
         u32::from(crate::config::MAX_VCPUS)
     }
 
+    fn disks(&self) -> Vec<DiskStats> {
+        self.config
+            .disks
+            .iter()
+            .zip(&self.stats.disks)
+            .enumerate()
+            .map(|(index, (disk, stats))| {
+                let c = stats.snapshot();
+                let (capacity, allocation, physical) = disk_sizes(&disk.path);
+                DiskStats {
+                    target: disk_target(index),
+                    path: disk.path.display().to_string(),
+                    rd_reqs: c.rd_reqs,
+                    rd_bytes: c.rd_bytes,
+                    rd_total_ns: c.rd_total_ns,
+                    wr_reqs: c.wr_reqs,
+                    wr_bytes: c.wr_bytes,
+                    wr_total_ns: c.wr_total_ns,
+                    flush_reqs: c.flush_reqs,
+                    flush_total_ns: c.flush_total_ns,
+                    errors: c.errors,
+                    capacity,
+                    allocation,
+                    physical,
+                }
+            })
+            .collect()
+    }
+
+    fn interfaces(&self) -> Vec<InterfaceStats> {
+        self.config
+            .nets
+            .iter()
+            .zip(&self.stats.nets)
+            .map(|(net, stats)| {
+                let c = stats.snapshot();
+                InterfaceStats {
+                    target: net.tap.clone(),
+                    mac: format_mac(&net.mac),
+                    rx_bytes: c.rx_bytes,
+                    rx_packets: c.rx_packets,
+                    rx_errors: c.rx_errors,
+                    rx_drops: c.rx_drops,
+                    tx_bytes: c.tx_bytes,
+                    tx_packets: c.tx_packets,
+                    tx_errors: c.tx_errors,
+                    tx_drops: c.tx_drops,
+                }
+            })
+            .collect()
+    }
+
+    fn cpu_times(&self) -> CpuTimes {
+        let (user, system) = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| user_system_ticks(&s))
+            .unwrap_or((0, 0));
+        let ns_per_tick = 1_000_000_000 / ticks_per_second();
+        CpuTimes {
+            total_ns: cpu_time_ns(),
+            user_ns: user * ns_per_tick,
+            system_ns: system * ns_per_tick,
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| rss_pages(&s))
+            .map_or(0, |pages| pages * page_size() / 1024)
+    }
+
     fn emulator_affinity(&self) -> Result<CpuSet, RemoteError> {
         self.pinning.emulator_affinity().map_err(operation_failed)
     }
@@ -528,7 +590,12 @@ mod tests {
             .resolve(1, &CpuSet::single(0), false)
             .unwrap();
         let pinning = CpuPinning::new(policy, crate::vcpu::VcpuThreads::none());
-        let domain = ManagedDomain::new(&VmConfig::default(), requests.clone(), pinning);
+        let domain = ManagedDomain::new(
+            &VmConfig::default(),
+            requests.clone(),
+            pinning,
+            DeviceStats::default(),
+        );
         let stuck_call = domain.job();
         let destroyer = {
             let domain = domain.clone();
@@ -550,7 +617,10 @@ mod tests {
     }
 
     #[test]
-    fn xml_text_is_escaped() {
-        assert_eq!(xml_escape("a<b & 'c'"), "a&lt;b &amp; &apos;c&apos;");
+    fn statm_and_stat_are_parsed() {
+        assert_eq!(rss_pages("2000 150 80 1 0 300 0\n"), Some(150));
+        let stat = "42 (vmm (x) y) S 1 42 42 0 -1 4194560 1 0 0 0 250 125 0 0 20 0 5";
+        assert_eq!(user_system_ticks(stat), Some((250, 125)));
+        assert_eq!(user_system_ticks("garbage"), None);
     }
 }

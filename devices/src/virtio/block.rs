@@ -19,6 +19,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromZeros, Immutable, IntoBytes, KnownLayout};
 
+use super::stats::BlockStats;
 use super::{read_config_bytes, GuestError, VirtioDevice, TYPE_BLOCK, VIRTIO_F_VERSION_1};
 
 const SECTOR_SIZE: u64 = 512;
@@ -146,6 +147,7 @@ pub struct Block {
     generation: Arc<AtomicU64>,
     in_flight: Arc<InFlight>,
     io_thread: Option<JoinHandle<()>>,
+    stats: Arc<BlockStats>,
 }
 
 impl Block {
@@ -174,7 +176,9 @@ impl Block {
         let completed: Completions = Arc::default();
         let generation = Arc::new(AtomicU64::new(0));
         let in_flight = Arc::new(InFlight::default());
+        let stats = Arc::new(BlockStats::default());
         let io = IoThread {
+            stats: stats.clone(),
             generation: generation.clone(),
             in_flight: in_flight.clone(),
             file,
@@ -197,7 +201,13 @@ impl Block {
             generation,
             in_flight,
             io_thread: Some(io_thread),
+            stats,
         })
+    }
+
+    /// The disk's counters, kept by its I/O thread.
+    pub fn stats(&self) -> Arc<BlockStats> {
+        self.stats.clone()
     }
 
     /// Turns one descriptor chain into a request; Err for chains no driver would build.
@@ -261,6 +271,7 @@ struct IoThread {
     on_complete: Box<dyn Fn() + Send>,
     generation: Arc<AtomicU64>,
     in_flight: Arc<InFlight>,
+    stats: Arc<BlockStats>,
 }
 
 impl IoThread {
@@ -269,7 +280,9 @@ impl IoThread {
             // A request queued before a reset belongs to a driver that is gone: its buffers
             // may be the new boot's memory by now, so it is not carried out.
             if req.generation == self.generation.load(Ordering::SeqCst) {
+                let started = Instant::now();
                 let (status, written) = self.execute(&req);
+                self.count(&req, status, started.elapsed());
                 // A status byte the guest moved out of RAM meanwhile is the guest's problem.
                 let _ = self.mem.write_obj(status, req.status);
                 self.completed
@@ -279,6 +292,22 @@ impl IoThread {
                 (self.on_complete)();
             }
             self.in_flight.finish();
+        }
+    }
+
+    /// Counts a finished request as libvirt's block stats do: reads, writes and flushes that
+    /// succeeded, with their bytes and time; every failure as an error.
+    fn count(&self, req: &Request, status: u8, took: Duration) {
+        if status != S_OK {
+            self.stats.failed();
+            return;
+        }
+        let bytes = || req.data.iter().map(|d| u64::from(d.1)).sum();
+        match req.kind {
+            T_IN => self.stats.read_done(bytes(), took),
+            T_OUT => self.stats.write_done(bytes(), took),
+            T_FLUSH => self.stats.flush_done(took),
+            _ => {}
         }
     }
 

@@ -8,12 +8,14 @@ mod block;
 mod mmio;
 mod net;
 mod rng;
+mod stats;
 mod tap;
 
 pub use block::{Block, BlockConfig};
 pub use mmio::{MmioTransport, REG_QUEUE_NOTIFY};
 pub use net::{Net, NetConfig};
 pub use rng::Rng;
+pub use stats::{BlockCounters, BlockStats, NetCounters, NetStats};
 
 use std::os::fd::RawFd;
 use virtio_queue::Queue;

@@ -10,6 +10,9 @@ use vm_memory::{Bytes, GuestMemoryMmap};
 use zerocopy::little_endian::U16;
 use zerocopy::{Immutable, IntoBytes, KnownLayout};
 
+use std::sync::Arc;
+
+use super::stats::NetStats;
 use super::tap::Tap;
 use super::{read_config_bytes, GuestError, VirtioDevice, TYPE_NET, VIRTIO_F_VERSION_1};
 
@@ -48,6 +51,7 @@ pub struct Net {
     scratch: Vec<u8>,
     /// Errors writing to the tap are reported once.
     tx_error_logged: bool,
+    stats: Arc<NetStats>,
 }
 
 impl Net {
@@ -58,7 +62,13 @@ impl Net {
             pending: None,
             scratch: vec![0; MAX_FRAME],
             tx_error_logged: false,
+            stats: Arc::default(),
         })
+    }
+
+    /// The interface's counters, kept by its queue handlers.
+    pub fn stats(&self) -> Arc<NetStats> {
+        self.stats.clone()
     }
 
     fn transmit(&mut self, queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<bool, GuestError> {
@@ -87,7 +97,12 @@ impl Net {
                     .map_err(|e| GuestError(format!("virtio-net: TX buffer outside RAM: {e}")))?;
             }
             if frame.len() > HDR_LEN {
-                if let Err(e) = self.tap.write_frame(&frame[HDR_LEN..]) {
+                let sent = self.tap.write_frame(&frame[HDR_LEN..]);
+                match &sent {
+                    Ok(_) => self.stats.sent((frame.len() - HDR_LEN) as u64),
+                    Err(_) => self.stats.tx_failed(),
+                }
+                if let Err(e) = sent {
                     if !self.tx_error_logged {
                         self.tx_error_logged = true;
                         log::warn!("virtio-net: tap write: {e} (frames are dropped)");
@@ -111,6 +126,7 @@ impl Net {
                     Ok(Some(n)) => self.pending = Some(self.scratch[..n].to_vec()),
                     Ok(None) => break,
                     Err(e) => {
+                        self.stats.rx_error();
                         log::warn!("virtio-net: tap read: {e}");
                         break;
                     }
@@ -152,6 +168,7 @@ impl Net {
             queue
                 .add_used(mem, head, written as u32)
                 .map_err(|e| GuestError(format!("virtio-net: used ring: {e:?}")))?;
+            self.stats.received(frame.len() as u64);
             self.pending = None;
             used = true;
         }
@@ -206,8 +223,12 @@ impl VirtioDevice for Net {
     ) -> Result<bool, GuestError> {
         if !driver_ready {
             // No driver yet: like a NIC without receive buffers, drop what arrives.
-            while let Ok(Some(_)) = self.tap.read_frame(&mut self.scratch) {}
-            self.pending = None;
+            while let Ok(Some(_)) = self.tap.read_frame(&mut self.scratch) {
+                self.stats.rx_dropped();
+            }
+            if self.pending.take().is_some() {
+                self.stats.rx_dropped();
+            }
             return Ok(false);
         }
         match queues.get_mut(RX) {

@@ -17,6 +17,55 @@ pub struct VcpuInfo {
     pub affinity: CpuSet,
 }
 
+/// One disk as the statistics calls report it: counted by its I/O thread, sized from its file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskStats {
+    /// The guest's name for it (vda, vdb, ...), as `<target dev>` says.
+    pub target: String,
+    /// The host file.
+    pub path: String,
+    pub rd_reqs: u64,
+    pub rd_bytes: u64,
+    pub rd_total_ns: u64,
+    pub wr_reqs: u64,
+    pub wr_bytes: u64,
+    pub wr_total_ns: u64,
+    pub flush_reqs: u64,
+    pub flush_total_ns: u64,
+    /// Requests that failed.
+    pub errors: u64,
+    /// virDomainBlockInfo: what the guest sees, what the file occupies on the host, its size.
+    pub capacity: u64,
+    pub allocation: u64,
+    pub physical: u64,
+}
+
+/// One interface as the statistics calls report it, from the guest's side (rx: received
+/// by the guest).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceStats {
+    /// The host tap, as `<target dev>` says.
+    pub target: String,
+    /// The guest's MAC address, `52:54:00:...`.
+    pub mac: String,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_drops: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_drops: u64,
+}
+
+/// CPU time the VMM process has used, in nanoseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub total_ns: u64,
+    pub user_ns: u64,
+    pub system_ns: u64,
+}
+
 pub trait Hypervisor: Send + Sync {
     /// The most vCPUs a domain can have here (CONNECT_GET_MAX_VCPUS).
     fn max_vcpus(&self) -> u32;
@@ -24,8 +73,9 @@ pub trait Hypervisor: Send + Sync {
     fn status(&self) -> DomainStatus;
     /// CPU time the domain has used, for virDomainGetInfo only (it costs a system call).
     fn cpu_time_ns(&self) -> u64;
-    /// libvirt domain XML describing the real configuration.
-    fn xml(&self) -> String;
+    /// libvirt domain XML describing the real configuration; `inactive`: as the next start
+    /// will run it (no run-time id).
+    fn xml(&self, inactive: bool) -> String;
     fn suspend(&self) -> Result<(), RemoteError>;
     fn resume(&self) -> Result<(), RemoteError>;
     /// Asks the guest to power off (power button); returns once the request is delivered.
@@ -47,4 +97,12 @@ pub trait Hypervisor: Send + Sync {
     fn emulator_affinity(&self) -> Result<CpuSet, RemoteError>;
     /// Moves every thread that is not a vCPU onto `cpus`.
     fn pin_emulator(&self, cpus: &CpuSet) -> Result<(), RemoteError>;
+    /// The disks, in `<target>` order, with their counters.
+    fn disks(&self) -> Vec<DiskStats>;
+    /// The interfaces, in order, with their counters.
+    fn interfaces(&self) -> Vec<InterfaceStats>;
+    /// The process's CPU time split into user and system.
+    fn cpu_times(&self) -> CpuTimes;
+    /// Resident memory of the process, in KiB.
+    fn rss_kib(&self) -> u64;
 }

@@ -4,7 +4,9 @@
 //!
 //! - `procedures`: the table, one procedure a line; `program`: dispatch, access checks and
 //!   the typed bridge to handlers; `args`: argument types (bounded strings, flags).
-//! - Handlers by area: `connect` (connection, host), `queries`, `lifecycle`, `cpus`, `events`.
+//! - Handlers by area: `connect` (connection, host), `queries`, `lifecycle`, `cpus`, `events`,
+//!   `stats` (per-device and domain statistics), `domstats` (the grouped statistics).
+//! - `filters`: the list flags; `typed_params`: the named values statistics calls return.
 //! - `domain`: `remote_nonnull_domain` and the status snapshot; `hypervisor`: what the VMM
 //!   provides; `protocol`: the numbers.
 
@@ -12,8 +14,10 @@ mod args;
 mod connect;
 mod cpus;
 pub mod domain;
+mod domstats;
 mod errors;
 mod events;
+mod filters;
 pub mod hypervisor;
 mod lifecycle;
 mod procedures;
@@ -21,11 +25,14 @@ mod program;
 pub mod protocol;
 mod qemu;
 mod queries;
+mod stats;
+pub mod typed_params;
+mod unsupported;
 
 use std::sync::Arc;
 
 pub use domain::{DomainRef, DomainStatus};
-pub use hypervisor::{Hypervisor, VcpuInfo};
+pub use hypervisor::{CpuTimes, DiskStats, Hypervisor, InterfaceStats, VcpuInfo};
 
 use crate::rpc::{Program, Server, ServerConfig};
 use events::{Callback, DomainEvent};

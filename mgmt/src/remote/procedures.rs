@@ -5,7 +5,7 @@
 use super::program::attr::{BARRIER, BEFORE_OPEN, INLINE, MUTATING, PRIORITY};
 use super::program::{procedure, Procedure};
 use super::protocol::procedure as p;
-use super::{connect, cpus, events, lifecycle, queries};
+use super::{connect, cpus, domstats, events, lifecycle, queries, stats, unsupported};
 
 #[rustfmt::skip]
 pub static PROCEDURES: &[Procedure] = &[
@@ -39,27 +39,40 @@ pub static PROCEDURES: &[Procedure] = &[
     procedure!(p::CONNECT_NUM_OF_DOMAINS, "virConnectNumOfDomains", queries::num_of_domains, INLINE),
     procedure!(p::CONNECT_GET_HOSTNAME, "virConnectGetHostname", connect::get_hostname),
     procedure!(p::CONNECT_SUPPORTS_FEATURE, "virConnectSupportsFeature", connect::supports_feature, BEFORE_OPEN),
+    procedure!(p::DOMAIN_BLOCK_STATS, "virDomainBlockStats", stats::block_stats),
+    procedure!(p::DOMAIN_INTERFACE_STATS, "virDomainInterfaceStats", stats::interface_stats),
     procedure!(p::AUTH_LIST, "virConnectAuthList", connect::auth_list, BEFORE_OPEN),
     procedure!(p::NODE_GET_SECURITY_MODEL, "virNodeGetSecurityModel", connect::node_get_security_model),
     procedure!(p::CONNECT_IS_SECURE, "virConnectIsSecure", connect::is_secure, INLINE),
     procedure!(p::DOMAIN_IS_ACTIVE, "virDomainIsActive", queries::is_active, INLINE),
     procedure!(p::DOMAIN_IS_PERSISTENT, "virDomainIsPersistent", queries::is_persistent, INLINE),
     procedure!(p::CONNECT_GET_LIB_VERSION, "virConnectGetLibVersion", connect::get_lib_version, INLINE),
+    procedure!(p::DOMAIN_MEMORY_STATS, "virDomainMemoryStats", stats::memory_stats),
+    procedure!(p::DOMAIN_GET_JOB_INFO, "virDomainGetJobInfo", stats::job_info, INLINE),
     procedure!(p::DOMAIN_HAS_MANAGED_SAVE_IMAGE, "virDomainHasManagedSaveImage", queries::has_managed_save_image, INLINE),
+    procedure!(p::DOMAIN_GET_BLOCK_INFO, "virDomainGetBlockInfo", stats::block_info),
     procedure!(p::DOMAIN_CREATE_WITH_FLAGS, "virDomainCreateWithFlags", lifecycle::create_with_flags, MUTATING),
     procedure!(p::DOMAIN_GET_VCPUS_FLAGS, "virDomainGetVcpusFlags", cpus::get_vcpus_flags),
+    procedure!(p::DOMAIN_SCREENSHOT, "virDomainScreenshot", unsupported::screenshot),
     procedure!(p::DOMAIN_GET_STATE, "virDomainGetState", queries::get_state, INLINE),
     procedure!(p::DOMAIN_PIN_VCPU_FLAGS, "virDomainPinVcpuFlags", cpus::pin_vcpu_flags, MUTATING),
+    procedure!(p::DOMAIN_SEND_KEY, "virDomainSendKey", unsupported::send_key),
+    procedure!(p::DOMAIN_GET_CONTROL_INFO, "virDomainGetControlInfo", stats::control_info, INLINE),
     procedure!(p::DOMAIN_GET_VCPU_PIN_INFO, "virDomainGetVcpuPinInfo", cpus::get_vcpu_pin_info),
     procedure!(p::DOMAIN_DESTROY_FLAGS, "virDomainDestroyFlags", lifecycle::destroy_flags, MUTATING | PRIORITY),
+    procedure!(p::DOMAIN_BLOCK_STATS_FLAGS, "virDomainBlockStatsFlags", stats::block_stats_flags),
     procedure!(p::DOMAIN_RESET, "virDomainReset", lifecycle::reset, MUTATING),
     procedure!(p::DOMAIN_SHUTDOWN_FLAGS, "virDomainShutdownFlags", lifecycle::shutdown_flags, MUTATING),
+    procedure!(p::DOMAIN_GET_CPU_STATS, "virDomainGetCPUStats", stats::cpu_stats),
+    procedure!(p::DOMAIN_GET_DISK_ERRORS, "virDomainGetDiskErrors", stats::disk_errors, INLINE),
     procedure!(p::CONNECT_LIST_ALL_DOMAINS, "virConnectListAllDomains", queries::list_all_domains, INLINE),
     procedure!(p::DOMAIN_PIN_EMULATOR, "virDomainPinEmulator", cpus::pin_emulator, MUTATING),
     procedure!(p::DOMAIN_GET_EMULATOR_PIN_INFO, "virDomainGetEmulatorPinInfo", cpus::get_emulator_pin_info),
     procedure!(p::NODE_GET_CPU_MAP, "virNodeGetCPUMap", cpus::node_get_cpu_map),
+    procedure!(p::DOMAIN_GET_JOB_STATS, "virDomainGetJobStats", stats::job_stats, INLINE),
     procedure!(p::CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, "virConnectDomainEventRegisterAny", events::register_any),
     procedure!(p::CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY, "virConnectDomainEventDeregisterAny", events::deregister_any),
+    procedure!(p::CONNECT_GET_ALL_DOMAIN_STATS, "virConnectGetAllDomainStats", domstats::get_all_domain_stats),
     procedure!(p::CONNECT_REGISTER_CLOSE_CALLBACK, "virConnectRegisterCloseCallback", connect::no_op),
     procedure!(p::CONNECT_UNREGISTER_CLOSE_CALLBACK, "virConnectUnregisterCloseCallback", connect::no_op),
     procedure!(p::DOMAIN_GET_MESSAGES, "virDomainGetMessages", queries::get_messages, INLINE),

@@ -3,6 +3,7 @@
 use super::args::{Flags, NoFlags};
 use super::domain::{format_uuid, DomainRef};
 use super::errors::{no_domain, rpc_error};
+use super::filters;
 use super::program::Call;
 use super::protocol::{DOMAIN_LIST_MAX, UUID_LEN};
 use crate::rpc::error::code;
@@ -35,21 +36,13 @@ pub fn lookup_by_id(call: &Call, id: i32) -> Result<DomainRef, RemoteError> {
     Ok(status.domain)
 }
 
-/// `{need_results, flags}` → `{domains<>, ret}`. The flags are filters, not options: only
-/// ACTIVE and INACTIVE are applied so far.
+/// `{need_results, flags}` → `{domains<>, ret}`, filtered as virConnectListAllDomains says.
 pub fn list_all_domains(
     call: &Call,
-    (need_results, flags): (i32, u32),
+    (need_results, flags): (i32, Flags<{ filters::ALL }>),
 ) -> Result<(Vec<DomainRef>, u32), RemoteError> {
-    const ACTIVE: u32 = 1;
-    const INACTIVE: u32 = 2;
     let status = call.status();
-    let active = status.is_active();
-    let wanted = match flags & (ACTIVE | INACTIVE) {
-        ACTIVE => active,
-        INACTIVE => !active,
-        _ => true,
-    };
+    let wanted = filters::matches(&status, flags.0);
     let domains = if need_results != 0 && wanted {
         vec![status.domain]
     } else {
@@ -99,15 +92,21 @@ pub fn list_defined_domains(call: &Call, max: i32) -> Result<Vec<String>, Remote
     })
 }
 
-/// → `{state, maxMem, memory, nrVirtCpu, cpuTime}`.
+/// → `{state, maxMem, memory, nrVirtCpu, cpuTime}`; a domain that is not running has used
+/// no CPU time (its run's time ended with it, as libvirt reports).
 pub fn get_info(call: &Call, dom: DomainRef) -> Result<(u32, u64, u64, u32, u64), RemoteError> {
     let s = call.domain(&dom)?;
+    let cpu_time = if s.is_active() {
+        call.hypervisor.cpu_time_ns()
+    } else {
+        0
+    };
     Ok((
         s.state as u32,
         s.max_memory_kib,
         s.memory_kib,
         s.vcpus,
-        call.hypervisor.cpu_time_ns(),
+        cpu_time,
     ))
 }
 
@@ -117,10 +116,17 @@ pub fn get_state(call: &Call, (dom, _): (DomainRef, NoFlags)) -> Result<(i32, i3
     Ok((s.state as i32, s.reason))
 }
 
-/// SECURE, INACTIVE, UPDATE_CPU, MIGRATABLE: the XML is the same for all of them here.
-pub fn get_xml_desc(call: &Call, (dom, _): (DomainRef, Flags<0xf>)) -> Result<String, RemoteError> {
+/// VIR_DOMAIN_XML_INACTIVE: the configuration the next start uses (no run-time id).
+const XML_INACTIVE: u32 = 2;
+
+/// SECURE, INACTIVE, UPDATE_CPU, MIGRATABLE; only INACTIVE changes anything here (there are
+/// no secrets, and the CPU is the host's).
+pub fn get_xml_desc(
+    call: &Call,
+    (dom, flags): (DomainRef, Flags<0xf>),
+) -> Result<String, RemoteError> {
     call.domain(&dom)?;
-    Ok(call.hypervisor.xml())
+    Ok(call.hypervisor.xml(flags.has(XML_INACTIVE)))
 }
 
 pub fn get_os_type(call: &Call, dom: DomainRef) -> Result<&'static str, RemoteError> {

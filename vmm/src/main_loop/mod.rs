@@ -264,9 +264,11 @@ impl MainLoop {
         }
     }
 
-    /// QEMU's qemu_system_reset: pause, reset the machine, resume if it was running.
+    /// QEMU's qemu_system_reset: pause, reset the machine, resume if it was running. A
+    /// paused VM stays paused (reset, waiting for a resume); a stopped one waits in
+    /// prelaunch for a start.
     fn reset(&mut self, machine: &mut dyn Machine, cause: ShutdownCause) -> Option<LoopExit> {
-        let was_running = self.state() == RunState::Running;
+        let before = self.state();
         machine.pause_vcpus();
         if let Err(e) = machine.reset(cause) {
             log::error!("reset failed: {e}");
@@ -276,11 +278,12 @@ impl MainLoop {
             });
         }
         self.emit(Event::Reset { cause });
-        // As QEMU: a machine reset while not running waits in prelaunch for a start.
-        if was_running {
-            machine.resume_vcpus();
-        } else {
-            self.set_state(RunState::Prelaunch);
+        match before {
+            RunState::Running => machine.resume_vcpus(),
+            RunState::Paused | RunState::Debug | RunState::Prelaunch => {}
+            _ => {
+                self.set_state(RunState::Prelaunch);
+            }
         }
         None
     }

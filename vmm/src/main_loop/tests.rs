@@ -62,6 +62,20 @@ fn reset_pauses_resets_and_resumes() {
     assert_eq!(ml.state(), RunState::Running);
 }
 
+/// As QEMU: a reset of a paused VM resets it and leaves it paused (no resume).
+#[test]
+fn reset_while_paused_stays_paused() {
+    let (mut ml, mut m, _) = running();
+    ml.requests().vmstop_request(RunState::Paused);
+    ml.main_loop_should_exit(&mut m);
+    m.calls.clear();
+    ml.requests()
+        .reset_request(ShutdownCause::HostQmpSystemReset);
+    assert_eq!(ml.main_loop_should_exit(&mut m), None);
+    assert_eq!(m.calls, vec!["pause", "reset HostQmpSystemReset"]);
+    assert_eq!(ml.state(), RunState::Paused);
+}
+
 #[test]
 fn no_reboot_turns_reset_into_shutdown() {
     let (mut ml, mut m, events) = running();
