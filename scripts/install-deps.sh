@@ -10,9 +10,12 @@
 #   iproute2 e2fsprogs          the network tests' namespaces and taps (ip); the Linux test's
 #                               ext2 disk (mkfs.ext2)
 #   stress-ng                   a CPU hog for running the suite under load, as CI machines are
+#   collectd-core prometheus-libvirt-exporter   the monitoring agents the monitoring test
+#                               points at our socket (collectd's virt plugin, the exporter)
 set -euo pipefail
 packages=(libglib2.0-dev pkg-config qemu-system-x86 time busybox-static cpio
-          libvirt-clients python3-libvirt libvirt-daemon iproute2 e2fsprogs stress-ng)
+          libvirt-clients python3-libvirt libvirt-daemon iproute2 e2fsprogs stress-ng
+          collectd-core prometheus-libvirt-exporter)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
