@@ -4,7 +4,8 @@
 //!
 //! - `procedures`: the table, one procedure a line; `program`: dispatch, access checks and
 //!   the typed bridge to handlers; `args`: argument types (bounded strings, flags).
-//! - Handlers by area: `connect` (connection, host), `queries`, `lifecycle`, `cpus`, `events`.
+//! - Handlers by area: `connect` (connection), `node` (host data: capabilities, stats, free
+//!   memory, sysinfo), `queries`, `lifecycle`, `cpus`, `events`.
 //! - `domain`: `remote_nonnull_domain` and the status snapshot; `hypervisor`: what the VMM
 //!   provides; `protocol`: the numbers.
 
@@ -16,6 +17,7 @@ mod errors;
 mod events;
 pub mod hypervisor;
 mod lifecycle;
+mod node;
 mod procedures;
 mod program;
 pub mod protocol;

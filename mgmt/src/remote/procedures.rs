@@ -5,7 +5,7 @@
 use super::program::attr::{BARRIER, BEFORE_OPEN, INLINE, MUTATING, PRIORITY};
 use super::program::{procedure, Procedure};
 use super::protocol::procedure as p;
-use super::{connect, cpus, events, lifecycle, queries};
+use super::{connect, cpus, events, lifecycle, node, queries};
 
 #[rustfmt::skip]
 pub static PROCEDURES: &[Procedure] = &[
@@ -15,7 +15,7 @@ pub static PROCEDURES: &[Procedure] = &[
     procedure!(p::CONNECT_GET_VERSION, "virConnectGetVersion", connect::get_version, INLINE),
     procedure!(p::CONNECT_GET_MAX_VCPUS, "virConnectGetMaxVcpus", connect::get_max_vcpus, INLINE),
     procedure!(p::NODE_GET_INFO, "virNodeGetInfo", connect::node_get_info),
-    procedure!(p::CONNECT_GET_CAPABILITIES, "virConnectGetCapabilities", connect::get_capabilities),
+    procedure!(p::CONNECT_GET_CAPABILITIES, "virConnectGetCapabilities", node::get_capabilities),
     procedure!(p::DOMAIN_CREATE, "virDomainCreate", lifecycle::create, MUTATING),
     procedure!(p::DOMAIN_DESTROY, "virDomainDestroy", lifecycle::destroy, MUTATING | PRIORITY),
     procedure!(p::DOMAIN_GET_XML_DESC, "virDomainGetXMLDesc", queries::get_xml_desc),
@@ -40,6 +40,8 @@ pub static PROCEDURES: &[Procedure] = &[
     procedure!(p::CONNECT_GET_HOSTNAME, "virConnectGetHostname", connect::get_hostname),
     procedure!(p::CONNECT_SUPPORTS_FEATURE, "virConnectSupportsFeature", connect::supports_feature, BEFORE_OPEN),
     procedure!(p::AUTH_LIST, "virConnectAuthList", connect::auth_list, BEFORE_OPEN),
+    procedure!(p::NODE_GET_CELLS_FREE_MEMORY, "virNodeGetCellsFreeMemory", node::get_cells_free_memory),
+    procedure!(p::NODE_GET_FREE_MEMORY, "virNodeGetFreeMemory", node::get_free_memory),
     procedure!(p::NODE_GET_SECURITY_MODEL, "virNodeGetSecurityModel", connect::node_get_security_model),
     procedure!(p::CONNECT_IS_SECURE, "virConnectIsSecure", connect::is_secure, INLINE),
     procedure!(p::DOMAIN_IS_ACTIVE, "virDomainIsActive", queries::is_active, INLINE),
@@ -48,8 +50,11 @@ pub static PROCEDURES: &[Procedure] = &[
     procedure!(p::DOMAIN_HAS_MANAGED_SAVE_IMAGE, "virDomainHasManagedSaveImage", queries::has_managed_save_image, INLINE),
     procedure!(p::DOMAIN_CREATE_WITH_FLAGS, "virDomainCreateWithFlags", lifecycle::create_with_flags, MUTATING),
     procedure!(p::DOMAIN_GET_VCPUS_FLAGS, "virDomainGetVcpusFlags", cpus::get_vcpus_flags),
+    procedure!(p::CONNECT_GET_SYSINFO, "virConnectGetSysinfo", node::get_sysinfo),
     procedure!(p::DOMAIN_GET_STATE, "virDomainGetState", queries::get_state, INLINE),
     procedure!(p::DOMAIN_PIN_VCPU_FLAGS, "virDomainPinVcpuFlags", cpus::pin_vcpu_flags, MUTATING),
+    procedure!(p::NODE_GET_CPU_STATS, "virNodeGetCPUStats", node::get_cpu_stats),
+    procedure!(p::NODE_GET_MEMORY_STATS, "virNodeGetMemoryStats", node::get_memory_stats),
     procedure!(p::DOMAIN_GET_VCPU_PIN_INFO, "virDomainGetVcpuPinInfo", cpus::get_vcpu_pin_info),
     procedure!(p::DOMAIN_DESTROY_FLAGS, "virDomainDestroyFlags", lifecycle::destroy_flags, MUTATING | PRIORITY),
     procedure!(p::DOMAIN_RESET, "virDomainReset", lifecycle::reset, MUTATING),
@@ -60,6 +65,7 @@ pub static PROCEDURES: &[Procedure] = &[
     procedure!(p::NODE_GET_CPU_MAP, "virNodeGetCPUMap", cpus::node_get_cpu_map),
     procedure!(p::CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, "virConnectDomainEventRegisterAny", events::register_any),
     procedure!(p::CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY, "virConnectDomainEventDeregisterAny", events::deregister_any),
+    procedure!(p::CONNECT_GET_DOMAIN_CAPABILITIES, "virConnectGetDomainCapabilities", node::get_domain_capabilities),
     procedure!(p::CONNECT_REGISTER_CLOSE_CALLBACK, "virConnectRegisterCloseCallback", connect::no_op),
     procedure!(p::CONNECT_UNREGISTER_CLOSE_CALLBACK, "virConnectUnregisterCloseCallback", connect::no_op),
     procedure!(p::DOMAIN_GET_MESSAGES, "virDomainGetMessages", queries::get_messages, INLINE),
