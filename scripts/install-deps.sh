@@ -6,6 +6,8 @@
 #   busybox-static cpio         resources/linux-guest/build.sh (the Linux guest's initramfs)
 #   libvirt-clients python3-libvirt   the real management clients the tests drive (virsh,
 #                               libvirt-python for /usr/bin/python3)
+#   libxml2-utils               xmllint, which virt-xml-validate runs: the tests validate
+#                               capabilities and domcapabilities against libvirt's schemas
 #   libvirt-daemon              the RPC benchmark's baseline (libvirtd with the test driver)
 #   iproute2 e2fsprogs          the network tests' namespaces and taps (ip); the Linux test's
 #                               ext2 disk (mkfs.ext2)
@@ -14,7 +16,7 @@
 #                               points at our socket (collectd's virt plugin, the exporter)
 set -euo pipefail
 packages=(libglib2.0-dev pkg-config qemu-system-x86 time busybox-static cpio
-          libvirt-clients python3-libvirt libvirt-daemon iproute2 e2fsprogs stress-ng
+          libvirt-clients python3-libvirt libxml2-utils libvirt-daemon iproute2 e2fsprogs stress-ng
           collectd-core prometheus-libvirt-exporter)
 missing=()
 for p in "${packages[@]}"; do

@@ -4,6 +4,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -683,5 +684,246 @@ fn pins_outside_the_process_cpus_are_refused() {
         "{err}"
     );
     assert_eq!(proc_affinities(&vm), (vec![a.clone()], vec![a]));
+    vm.assert_guest_runs();
+}
+
+/// virt-xml-validate and the xmllint it runs; under CI their absence fails the test.
+fn validator_available(test: &str) -> bool {
+    let runs = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if !Path::new("/usr/bin/virt-xml-validate").exists() {
+        return skip(test, "virt-xml-validate is not installed (libvirt-clients)");
+    }
+    runs("xmllint")
+        || skip(
+            test,
+            "xmllint is not installed (apt-get install libxml2-utils)",
+        )
+}
+
+/// Writes `xml` to the VM's directory and validates it against libvirt's schema `schema`.
+fn assert_validates(vm: &Managed, name: &str, xml: &str, schema: &str) {
+    let path = vm.dir.path(name);
+    std::fs::write(&path, xml).unwrap();
+    let out = Command::new("virt-xml-validate")
+        .arg(&path)
+        .arg(schema)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} does not validate as {schema}: {}{}\n{xml}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `name: value` lines as virsh prints node stats (the value's first word, as a number).
+fn stat_lines(out: &str) -> Vec<(String, f64)> {
+    out.lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            let value = value.split_whitespace().next()?.trim_end_matches('%');
+            Some((name.trim().to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn stat_names(stats: &[(String, f64)]) -> Vec<&str> {
+    stats.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+/// A field of this host's /proc/meminfo, in KiB.
+fn host_meminfo_kib(field: &str) -> f64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let line = text.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The host's idle time (all CPUs) from /proc/stat, in nanoseconds.
+fn host_idle_ns() -> f64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap();
+    let ticks: f64 = text
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(4)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks * 1e9 / hz
+}
+
+/// Python that parses XML on stdin: exits 1 unless it is well-formed.
+fn python_xml(script: &str, xml: &str) -> String {
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut p| {
+            p.stdin.take().unwrap().write_all(xml.as_bytes())?;
+            p.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{xml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// virsh capabilities, domcapabilities, freecell, nodecpustats, nodememstats and sysinfo.
+#[test]
+fn host_data_through_virsh() {
+    if !clients_available("host_data_through_virsh")
+        || !validator_available("host_data_through_virsh")
+    {
+        return;
+    }
+    let vm = Managed::start("host-data");
+
+    let caps = vm.virsh(&["capabilities"]);
+    assert_validates(&vm, "capabilities.xml", &caps, "capability");
+    for part in [
+        "<topology>",
+        "<cells num=",
+        "<machine maxCpus='254'>vmm</machine>",
+        "<domain type='kvm'/>",
+    ] {
+        assert!(caps.contains(part), "capabilities lack {part}:\n{caps}");
+    }
+    let domcaps = vm.virsh(&["domcapabilities"]);
+    assert_validates(&vm, "domcaps.xml", &domcaps, "domaincaps");
+    assert!(domcaps.contains("<vcpu max='254'/>"), "{domcaps}");
+    let ours = vm.virsh(&[
+        "domcapabilities",
+        "--virttype",
+        "kvm",
+        "--arch",
+        "x86_64",
+        "--machine",
+        "vmm",
+    ]);
+    assert_eq!(ours, domcaps);
+    for (option, value) in [
+        ("--virttype", "qemu"),
+        ("--arch", "aarch64"),
+        ("--machine", "pc"),
+        ("--emulatorbin", "/usr/bin/qemu-system-x86_64"),
+    ] {
+        let (ok, _, err) = vm.virsh_on(&vm.socket, &["domcapabilities", option, value]);
+        assert!(
+            !ok && err.contains(&format!("'{value}'")) && err.contains("not"),
+            "{option} {value}: {err}"
+        );
+    }
+
+    // freecell --all asks for each cell the capabilities list.
+    let cells = caps.matches("<cell id=").count();
+    let freecell = vm.virsh(&["freecell", "--all"]);
+    let free = stat_lines(&freecell);
+    assert_eq!(free.len(), cells + 1, "{freecell}");
+    let total = free.iter().find(|(n, _)| n == "Total").map(|(_, v)| *v);
+    assert!(total.is_some_and(|t| t > 0.0), "{freecell}");
+    let (ok, _, err) = vm.virsh_on(&vm.socket, &["freecell", "--cellno", "4000"]);
+    assert!(!ok && err.contains("start cell 4000 out of range"), "{err}");
+
+    // CPU time only grows: what the VMM reports is at least what the host said before. CPU 0
+    // first: its idle time then cannot be above the later total, even on a one-CPU host.
+    let idle_before = host_idle_ns();
+    let one = stat_lines(&vm.virsh(&["nodecpustats", "--cpu", "0"]));
+    let cpu = stat_lines(&vm.virsh(&["nodecpustats"]));
+    assert_eq!(stat_names(&cpu), ["user", "system", "idle", "iowait"]);
+    assert!(
+        cpu[2].1 >= idle_before && cpu[0].1 > 0.0,
+        "{cpu:?} vs idle {idle_before}"
+    );
+    assert!(one[2].1 <= cpu[2].1 && one[2].1 > 0.0, "{one:?} vs {cpu:?}");
+    let percent = stat_lines(&vm.virsh(&["nodecpustats", "--percent"]));
+    assert_eq!(
+        stat_names(&percent),
+        ["usage", "user", "system", "idle", "iowait"]
+    );
+    assert!(
+        percent.iter().all(|(_, p)| (0.0..=100.0).contains(p)),
+        "{percent:?}"
+    );
+    let (ok, _, err) = vm.virsh_on(&vm.socket, &["nodecpustats", "--cpu", "4000"]);
+    assert!(!ok && err.contains("Invalid cpuNum"), "{err}");
+
+    let mem = stat_lines(&vm.virsh(&["nodememstats"]));
+    assert_eq!(stat_names(&mem), ["total", "free", "buffers", "cached"]);
+    assert_eq!(mem[0].1, host_meminfo_kib("MemTotal:"));
+    assert!(mem[1].1 > 0.0 && mem[1].1 <= mem[0].1, "{mem:?}");
+    let cell = stat_lines(&vm.virsh(&["nodememstats", "--cell", "0"]));
+    assert_eq!(&stat_names(&cell)[..2], ["total", "free"]);
+    assert!(cell[0].1 > 0.0 && cell[1].1 <= cell[0].1, "{cell:?}");
+    let (ok, _, err) = vm.virsh_on(&vm.socket, &["nodememstats", "--cell", "4000"]);
+    assert!(!ok && err.contains("cellNum"), "{err}");
+
+    // sysinfo is well-formed; its SMBIOS blocks are what a domain's <sysinfo> may hold.
+    let sysinfo = vm.virsh(&["sysinfo"]);
+    let as_domain = python_xml(
+        "import sys, xml.etree.ElementTree as E\n\
+         s = E.fromstring(sys.stdin.read()); assert s.tag == 'sysinfo' and s.get('type') == 'smbios'\n\
+         for e in s.findall('processor') + s.findall('memory_device'): s.remove(e)\n\
+         print(\"<domain type='kvm'><name>x</name><memory>65536</memory><os><type>hvm</type></os>\" + E.tostring(s, encoding='unicode') + '</domain>')",
+        &sysinfo,
+    );
+    assert_validates(&vm, "sysinfo-domain.xml", &as_domain, "domain");
+    vm.assert_guest_runs();
+}
+
+/// libvirt-python's getFreeMemory, getCellsFreeMemory, getCPUStats, getMemoryStats.
+#[test]
+fn host_data_through_libvirt_python() {
+    if !python_available("host_data_through_libvirt_python") {
+        return;
+    }
+    let vm = Managed::start("host-python");
+    let script = format!(
+        r#"
+import libvirt, xml.etree.ElementTree as E
+conn = libvirt.open("{uri}")
+free = conn.getFreeMemory()
+assert free > 0 and free % 1024 == 0, free
+cells = conn.getCellsFreeMemory(0, 1)
+assert len(cells) == 1 and cells[0] > 0, cells
+ids = [int(c.get("id")) for c in E.fromstring(conn.getCapabilities()).iter("cell")]
+every = conn.getCellsFreeMemory(0, 1024)
+assert len(every) == max(ids) + 1, (ids, every)
+# Free memory moves while we ask; the sum over the cells is the host's within 256 MiB.
+assert abs(sum(every) - conn.getFreeMemory()) < 256 << 20, (every, free)
+cpu = conn.getCPUStats(-1)
+assert sorted(cpu) == ["idle", "iowait", "kernel", "user"] and cpu["idle"] + cpu["user"] > 0, cpu
+assert conn.getCPUStats(0)["idle"] <= conn.getCPUStats(-1)["idle"]
+mem = conn.getMemoryStats(-1)
+assert sorted(mem) == ["buffers", "cached", "free", "total"] and 0 < mem["free"] <= mem["total"], mem
+assert sorted(conn.getMemoryStats(0))[:2] == ["free", "total"], conn.getMemoryStats(0)
+caps = E.fromstring(conn.getDomainCapabilities())
+assert int(caps.find("vcpu").get("max")) == conn.getMaxVcpus(None), E.tostring(caps)
+for call in [lambda: conn.getCellsFreeMemory(4000, 1), lambda: conn.getDomainCapabilities(None, "aarch64")]:
+    try:
+        call(); raise SystemExit("accepted")
+    except libvirt.libvirtError as e:
+        assert e.get_error_code() in (libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_ERR_INVALID_ARG), e
+assert E.fromstring(conn.getSysinfo(0)).tag == "sysinfo"
+print("PYTHON-HOST-OK")
+"#,
+        uri = Managed::uri(&vm.socket),
+    );
+    run_python(&script, "PYTHON-HOST-OK");
     vm.assert_guest_runs();
 }

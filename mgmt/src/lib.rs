@@ -5,12 +5,14 @@
 //!   the `Program` trait). It knows no procedures.
 //! - `remote`: the REMOTE program on top of it, and what it needs from the VMM
 //!   (`Hypervisor`).
-//! - `cpuset`: host CPU sets (libvirt cpuset text, cpumap bitmaps); `host`: host facts.
+//! - `cpuset`: host CPU sets (libvirt cpuset text, cpumap bitmaps); `host`: host facts and
+//!   the documents made of them; `xml`: the writer those documents use.
 
 pub mod cpuset;
 pub mod host;
 pub mod remote;
 pub mod rpc;
+pub mod xml;
 
 pub use remote::{Hypervisor, RemoteServer};
 pub use rpc::ServerConfig;

@@ -18,6 +18,8 @@ use crate::rpc::wire::{self, FrameReader, Header};
 use crate::rpc::xdr::{Decode, Encode, XdrReader, XdrWriter};
 use crate::rpc::{RemoteError, ServerConfig};
 
+mod host_data;
+
 /// libvirt's keepalive program number.
 const KEEPALIVE_PROGRAM: u32 = 0x6b65_6570;
 

@@ -106,10 +106,6 @@ pub fn node_get_info(_: &Call, (): ()) -> Result<NodeInfo, RemoteError> {
     Ok(NodeInfo(host::node_info()))
 }
 
-pub fn get_capabilities(_: &Call, (): ()) -> Result<String, RemoteError> {
-    Ok(host::capabilities_xml())
-}
-
 pub fn get_hostname(_: &Call, (): ()) -> Result<String, RemoteError> {
     Ok(host::hostname())
 }

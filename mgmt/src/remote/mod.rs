@@ -4,8 +4,9 @@
 //!
 //! - `procedures`: the table, one procedure a line; `program`: dispatch, access checks and
 //!   the typed bridge to handlers; `args`: argument types (bounded strings, flags).
-//! - Handlers by area: `connect` (connection, host), `queries`, `lifecycle`, `cpus`, `events`,
-//!   `stats` (per-device and domain statistics), `domstats` (the grouped statistics).
+//! - Handlers by area: `connect` (connection), `node` (host data: capabilities, stats, free
+//!   memory, sysinfo), `queries`, `lifecycle`, `cpus`, `events`, `stats` (per-device and
+//!   domain statistics), `domstats` (the grouped statistics), `unsupported`.
 //! - `filters`: the list flags; `typed_params`: the named values statistics calls return.
 //! - `domain`: `remote_nonnull_domain` and the status snapshot; `hypervisor`: what the VMM
 //!   provides; `protocol`: the numbers.
@@ -20,6 +21,7 @@ mod events;
 mod filters;
 pub mod hypervisor;
 mod lifecycle;
+mod node;
 mod procedures;
 mod program;
 pub mod protocol;

@@ -5,7 +5,7 @@
 use super::program::attr::{BARRIER, BEFORE_OPEN, INLINE, MUTATING, PRIORITY};
 use super::program::{procedure, Procedure};
 use super::protocol::procedure as p;
-use super::{connect, cpus, domstats, events, lifecycle, queries, stats, unsupported};
+use super::{connect, cpus, domstats, events, lifecycle, node, queries, stats, unsupported};
 
 #[rustfmt::skip]
 pub static PROCEDURES: &[Procedure] = &[
@@ -15,7 +15,7 @@ pub static PROCEDURES: &[Procedure] = &[
     procedure!(p::CONNECT_GET_VERSION, "virConnectGetVersion", connect::get_version, INLINE),
     procedure!(p::CONNECT_GET_MAX_VCPUS, "virConnectGetMaxVcpus", connect::get_max_vcpus, INLINE),
     procedure!(p::NODE_GET_INFO, "virNodeGetInfo", connect::node_get_info),
-    procedure!(p::CONNECT_GET_CAPABILITIES, "virConnectGetCapabilities", connect::get_capabilities),
+    procedure!(p::CONNECT_GET_CAPABILITIES, "virConnectGetCapabilities", node::get_capabilities),
     procedure!(p::DOMAIN_CREATE, "virDomainCreate", lifecycle::create, MUTATING),
     procedure!(p::DOMAIN_DESTROY, "virDomainDestroy", lifecycle::destroy, MUTATING | PRIORITY),
     procedure!(p::DOMAIN_GET_XML_DESC, "virDomainGetXMLDesc", queries::get_xml_desc),
@@ -42,6 +42,8 @@ pub static PROCEDURES: &[Procedure] = &[
     procedure!(p::DOMAIN_BLOCK_STATS, "virDomainBlockStats", stats::block_stats),
     procedure!(p::DOMAIN_INTERFACE_STATS, "virDomainInterfaceStats", stats::interface_stats),
     procedure!(p::AUTH_LIST, "virConnectAuthList", connect::auth_list, BEFORE_OPEN),
+    procedure!(p::NODE_GET_CELLS_FREE_MEMORY, "virNodeGetCellsFreeMemory", node::get_cells_free_memory),
+    procedure!(p::NODE_GET_FREE_MEMORY, "virNodeGetFreeMemory", node::get_free_memory),
     procedure!(p::NODE_GET_SECURITY_MODEL, "virNodeGetSecurityModel", connect::node_get_security_model),
     procedure!(p::CONNECT_IS_SECURE, "virConnectIsSecure", connect::is_secure, INLINE),
     procedure!(p::DOMAIN_IS_ACTIVE, "virDomainIsActive", queries::is_active, INLINE),
@@ -53,10 +55,13 @@ pub static PROCEDURES: &[Procedure] = &[
     procedure!(p::DOMAIN_GET_BLOCK_INFO, "virDomainGetBlockInfo", stats::block_info),
     procedure!(p::DOMAIN_CREATE_WITH_FLAGS, "virDomainCreateWithFlags", lifecycle::create_with_flags, MUTATING),
     procedure!(p::DOMAIN_GET_VCPUS_FLAGS, "virDomainGetVcpusFlags", cpus::get_vcpus_flags),
+    procedure!(p::CONNECT_GET_SYSINFO, "virConnectGetSysinfo", node::get_sysinfo),
     procedure!(p::DOMAIN_SCREENSHOT, "virDomainScreenshot", unsupported::screenshot),
     procedure!(p::DOMAIN_GET_STATE, "virDomainGetState", queries::get_state, INLINE),
     procedure!(p::DOMAIN_PIN_VCPU_FLAGS, "virDomainPinVcpuFlags", cpus::pin_vcpu_flags, MUTATING),
     procedure!(p::DOMAIN_SEND_KEY, "virDomainSendKey", unsupported::send_key),
+    procedure!(p::NODE_GET_CPU_STATS, "virNodeGetCPUStats", node::get_cpu_stats),
+    procedure!(p::NODE_GET_MEMORY_STATS, "virNodeGetMemoryStats", node::get_memory_stats),
     procedure!(p::DOMAIN_GET_CONTROL_INFO, "virDomainGetControlInfo", stats::control_info, INLINE),
     procedure!(p::DOMAIN_GET_VCPU_PIN_INFO, "virDomainGetVcpuPinInfo", cpus::get_vcpu_pin_info),
     procedure!(p::DOMAIN_DESTROY_FLAGS, "virDomainDestroyFlags", lifecycle::destroy_flags, MUTATING | PRIORITY),
@@ -72,6 +77,7 @@ pub static PROCEDURES: &[Procedure] = &[
     procedure!(p::DOMAIN_GET_JOB_STATS, "virDomainGetJobStats", stats::job_stats, INLINE),
     procedure!(p::CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY, "virConnectDomainEventRegisterAny", events::register_any),
     procedure!(p::CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY, "virConnectDomainEventDeregisterAny", events::deregister_any),
+    procedure!(p::CONNECT_GET_DOMAIN_CAPABILITIES, "virConnectGetDomainCapabilities", node::get_domain_capabilities),
     procedure!(p::CONNECT_GET_ALL_DOMAIN_STATS, "virConnectGetAllDomainStats", domstats::get_all_domain_stats),
     procedure!(p::CONNECT_REGISTER_CLOSE_CALLBACK, "virConnectRegisterCloseCallback", connect::no_op),
     procedure!(p::CONNECT_UNREGISTER_CLOSE_CALLBACK, "virConnectUnregisterCloseCallback", connect::no_op),

@@ -41,6 +41,8 @@ pub mod procedure {
     pub const DOMAIN_BLOCK_STATS: i32 = 64;
     pub const DOMAIN_INTERFACE_STATS: i32 = 65;
     pub const AUTH_LIST: i32 = 66;
+    pub const NODE_GET_CELLS_FREE_MEMORY: i32 = 101;
+    pub const NODE_GET_FREE_MEMORY: i32 = 102;
     pub const NODE_GET_SECURITY_MODEL: i32 = 122;
     pub const CONNECT_IS_SECURE: i32 = 149;
     pub const DOMAIN_IS_ACTIVE: i32 = 150;
@@ -52,10 +54,13 @@ pub mod procedure {
     pub const DOMAIN_GET_BLOCK_INFO: i32 = 194;
     pub const DOMAIN_CREATE_WITH_FLAGS: i32 = 196;
     pub const DOMAIN_GET_VCPUS_FLAGS: i32 = 200;
+    pub const CONNECT_GET_SYSINFO: i32 = 203;
     pub const DOMAIN_SCREENSHOT: i32 = 211;
     pub const DOMAIN_GET_STATE: i32 = 212;
     pub const DOMAIN_PIN_VCPU_FLAGS: i32 = 225;
     pub const DOMAIN_SEND_KEY: i32 = 226;
+    pub const NODE_GET_CPU_STATS: i32 = 227;
+    pub const NODE_GET_MEMORY_STATS: i32 = 228;
     pub const DOMAIN_GET_CONTROL_INFO: i32 = 229;
     pub const DOMAIN_GET_VCPU_PIN_INFO: i32 = 230;
     pub const DOMAIN_DESTROY_FLAGS: i32 = 234;
@@ -73,6 +78,7 @@ pub mod procedure {
     pub const CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY: i32 = 317;
     pub const DOMAIN_EVENT_CALLBACK_LIFECYCLE: i32 = 318;
     pub const DOMAIN_EVENT_CALLBACK_REBOOT: i32 = 319;
+    pub const CONNECT_GET_DOMAIN_CAPABILITIES: i32 = 342;
     pub const CONNECT_GET_ALL_DOMAIN_STATS: i32 = 344;
     pub const CONNECT_REGISTER_CLOSE_CALLBACK: i32 = 360;
     pub const CONNECT_UNREGISTER_CLOSE_CALLBACK: i32 = 361;

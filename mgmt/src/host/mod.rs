@@ -1,7 +1,34 @@
-//! Facts about the host for NODE_GET_INFO, NODE_GET_CPU_MAP, CONNECT_GET_HOSTNAME and
-//! capabilities.
+//! Facts about the host: NODE_GET_INFO, NODE_GET_CPU_MAP, CONNECT_GET_HOSTNAME here;
+//! `procfs` (CPU time, meminfo), `numa` (cells, CPU topology), and the documents built from
+//! them: `capabilities`, `domain_caps`, `sysinfo`. Host files may be missing or odd: every
+//! reader falls back instead of failing, and reads a bounded amount.
+
+pub mod capabilities;
+pub mod domain_caps;
+pub mod numa;
+pub mod procfs;
+pub mod sysinfo;
+
+use std::io::Read;
 
 use crate::cpuset::CpuSet;
+
+/// The start of a host file as text, at most `max` bytes; None if it cannot be read.
+pub(crate) fn read_bounded(path: &str, max: usize) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut bytes = Vec::new();
+    file.take(max as u64).read_to_end(&mut bytes).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A field of the first processor in /proc/cpuinfo (`vendor_id`, `cpu family`, ...).
+pub fn cpuinfo_field(name: &str) -> Option<String> {
+    let cpuinfo = read_bounded("/proc/cpuinfo", 1 << 20)?;
+    cpuinfo.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key.trim() == name).then(|| value.trim().to_string())
+    })
+}
 
 /// NODE_GET_INFO's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,23 +45,13 @@ pub struct NodeInfo {
 
 /// The host's RAM (MemTotal in /proc/meminfo), in KiB; None if it cannot be read.
 pub fn memory_total_kib() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    procfs::meminfo()?.total
 }
 
 fn cpu_mhz() -> i32 {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find(|l| l.starts_with("cpu MHz")).and_then(|l| {
-                l.split(':')
-                    .nth(1)
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-            })
-        })
-        .map(|mhz| mhz as i32)
-        .unwrap_or(0)
+    cpuinfo_field("cpu MHz")
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |mhz| mhz as i32)
 }
 
 /// The host CPUs online now, from sysfs (e.g. `0-1`).
@@ -48,7 +65,7 @@ pub fn present_cpus() -> Option<CpuSet> {
 }
 
 fn sysfs_cpu_list(name: &str) -> Option<CpuSet> {
-    let text = std::fs::read_to_string(format!("/sys/devices/system/cpu/{name}")).ok()?;
+    let text = read_bounded(&format!("/sys/devices/system/cpu/{name}"), 64 << 10)?;
     CpuSet::parse(text.trim()).ok()
 }
 
@@ -96,14 +113,6 @@ fn nix_hostname() -> Option<String> {
     String::from_utf8(buf[..len].to_vec()).ok()
 }
 
-/// A minimal capabilities document: the host CPU architecture and one hvm guest type.
-pub fn capabilities_xml() -> String {
-    let arch = std::env::consts::ARCH;
-    format!(
-        "<capabilities>\n  <host>\n    <cpu>\n      <arch>{arch}</arch>\n    </cpu>\n  </host>\n  <guest>\n    <os_type>hvm</os_type>\n    <arch name='{arch}'>\n      <wordsize>64</wordsize>\n      <domain type='kvm'/>\n    </arch>\n  </guest>\n</capabilities>\n"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +124,8 @@ mod tests {
         let (count, online) = node_cpus();
         assert!(online.len() <= count && online.last() < Some(count));
         assert!(!hostname().is_empty());
-        assert!(capabilities_xml().contains("<os_type>hvm</os_type>"));
+        assert!(cpuinfo_field("processor").is_some());
+        assert!(read_bounded("/proc/self/status", 10).is_some_and(|s| s.len() <= 10));
+        assert!(read_bounded("/nonexistent", 10).is_none());
     }
 }
