@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::managed::{clients_available, Managed, NAME};
 use common::raw_rpc::{self, error_message, frame, REMOTE};
-use common::{kvm_available, wait_timeout, TempDir, VMM};
+use common::{kvm_available, rss_kib, wait_timeout, TempDir, VMM};
 
 const CONNECT_OPEN: i32 = 1;
 const CONNECT_GET_TYPE: i32 = 3;
@@ -46,15 +46,6 @@ fn read_reply(s: &mut UnixStream) -> (u32, i32, Vec<u8>) {
 
 fn call(proc_: i32, serial: u32, args: &[u8]) -> Vec<u8> {
     frame(REMOTE, 1, proc_, 0, serial, 0, args)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
 }
 
 #[test]

@@ -18,6 +18,7 @@ use crate::rpc::wire::{self, FrameReader, Header};
 use crate::rpc::xdr::{Decode, Encode, XdrReader, XdrWriter};
 use crate::rpc::{RemoteError, ServerConfig};
 
+mod console_stream;
 mod host_data;
 
 /// libvirt's keepalive program number.
@@ -30,6 +31,7 @@ struct FakeVm {
     /// While true, suspend blocks (a call stuck on a worker).
     hold_suspend: Mutex<bool>,
     suspend_released: Condvar,
+    console: Arc<console_stream::FakeConsole>,
 }
 
 impl FakeVm {
@@ -39,6 +41,7 @@ impl FakeVm {
             pins: Mutex::new(vec![CpuSet::single(0), CpuSet::single(1)]),
             hold_suspend: Mutex::new(false),
             suspend_released: Condvar::new(),
+            console: Arc::new(console_stream::FakeConsole::default()),
         }
     }
 
@@ -158,6 +161,15 @@ impl Hypervisor for FakeVm {
     }
     fn rss_kib(&self) -> u64 {
         640
+    }
+    fn open_console(
+        &self,
+        device: Option<&str>,
+        _force: bool,
+        waker: crate::rpc::StreamWaker,
+    ) -> Result<Arc<dyn crate::rpc::StreamEndpoint>, RemoteError> {
+        self.console.open(device, waker)?;
+        Ok(self.console.clone())
     }
 }
 

@@ -177,23 +177,36 @@ impl StdinForwarder {
 
 /// Feeds stdin to the UART from the main loop. While the UART's FIFO is full stdin is not
 /// read at all (the kernel's pipe or tty buffer holds the rest), and reading resumes when the
-/// guest drains the FIFO, as QEMU's character devices do.
-pub fn attach_stdin(aio: &AioContext, forwarder: StdinForwarder, drained: EventFd) {
+/// guest drains the FIFO, as QEMU's character devices do. Returns what to run then.
+pub fn attach_stdin(aio: &AioContext, forwarder: StdinForwarder) -> Box<dyn FnMut()> {
     let forwarder = Rc::new(RefCell::new(forwarder));
     watch_stdin(aio, forwarder.clone());
-    let aio_for_drained = aio.clone();
-    let drained_fd = drained.as_raw_fd();
+    let aio = aio.clone();
+    Box::new(move || {
+        let resume = {
+            let mut f = forwarder.borrow_mut();
+            f.stalled && f.flush_pending()
+        };
+        if resume {
+            forwarder.borrow_mut().stalled = false;
+            watch_stdin(&aio, forwarder.clone());
+        }
+    })
+}
+
+/// Runs `listeners` (the terminal's, the management console's) each time the guest empties
+/// the UART's receive FIFO, which `drained` signals.
+pub fn on_input_drained(aio: &AioContext, drained: EventFd, mut listeners: Vec<Box<dyn FnMut()>>) {
+    if listeners.is_empty() {
+        return;
+    }
+    let fd = drained.as_raw_fd();
     aio.set_fd_handler(
-        drained_fd,
+        fd,
         Some(Box::new(move || {
             let _ = drained.read();
-            let resume = {
-                let mut f = forwarder.borrow_mut();
-                f.stalled && f.flush_pending()
-            };
-            if resume {
-                forwarder.borrow_mut().stalled = false;
-                watch_stdin(&aio_for_drained, forwarder.clone());
+            for listener in &mut listeners {
+                listener();
             }
         })),
         None,

@@ -18,6 +18,7 @@ pub mod arch;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod console_stream;
 pub mod device_manager;
 pub mod domain_xml;
 pub mod loader;

@@ -9,6 +9,7 @@ use devices::legacy::SerialOutput;
 use vmm::cli::{self, Cli, Command, RunArgs};
 use vmm::config::{RunConfig, SerialConfig, SigtermAction, VmConfig};
 use vmm::console::{self, StdinForwarder};
+use vmm::console_stream::ConsoleHub;
 use vmm::machine::Machine;
 use vmm::main_loop::{signals, LoopExit, MainLoop, Requests, ShutdownAction, ShutdownCause};
 use vmm::management::ManagedDomain;
@@ -40,6 +41,13 @@ fn run(args: &RunArgs) -> u8 {
         Ok(out) => out,
         Err(e) => return fail(&e),
     };
+    // A managed VM's console is also served over RPC (virsh console), unless it has none.
+    let console_hub =
+        (management.is_some() && config.serial != SerialConfig::None).then(ConsoleHub::new);
+    let serial_out = match &console_hub {
+        Some(hub) => hub.tee(serial_out),
+        None => serial_out,
+    };
     let mut main_loop = match MainLoop::new() {
         Ok(l) => l,
         Err(e) => return fail(&format!("main loop: {e}")),
@@ -51,20 +59,33 @@ fn run(args: &RunArgs) -> u8 {
         Ok(m) => m,
         Err(e) => return fail(&e.to_string()),
     };
+    if let Some(hub) = &console_hub {
+        hub.attach_serial(machine.serial().clone());
+    }
     // Kept alive until the VMM exits; dropping it removes the sockets.
     let _management = match management {
         Some(server_config) => {
-            match start_management(&mut main_loop, &config, &machine, server_config) {
+            let console = console_hub.clone();
+            match start_management(&mut main_loop, &config, &machine, server_config, console) {
                 Ok(server) => Some(server),
                 Err(e) => return fail(&e),
             }
         }
         None => None,
     };
+    let mut drain_listeners: Vec<Box<dyn FnMut()>> = Vec::new();
     if config.serial == SerialConfig::Stdio {
-        if let Err(e) = attach_stdin(&main_loop, &machine, requests) {
-            return fail(&e);
+        match attach_stdin(&main_loop, &machine, requests) {
+            Ok(listener) => drain_listeners.push(listener),
+            Err(e) => return fail(&e),
         }
+    }
+    if let Some(hub) = console_hub {
+        drain_listeners.push(Box::new(move || hub.input_drained()));
+    }
+    match machine.serial_input_drained().try_clone() {
+        Ok(drained) => console::on_input_drained(main_loop.aio(), drained, drain_listeners),
+        Err(e) => return fail(&format!("console: {e}")),
     }
     main_loop.vm_start(&mut machine);
     let exit = main_loop.run(&mut machine);
@@ -99,20 +120,16 @@ fn open_serial_output(config: &VmConfig) -> Result<Box<dyn Write + Send>, String
     })
 }
 
-/// Feeds stdin to the UART from the main loop; the terminal goes raw if it is one.
+/// Feeds stdin to the UART from the main loop; the terminal goes raw if it is one. Returns
+/// what to run when the guest drains the UART's input.
 fn attach_stdin(
     main_loop: &MainLoop,
     machine: &Machine,
     requests: Arc<Requests>,
-) -> Result<(), String> {
+) -> Result<Box<dyn FnMut()>, String> {
     let is_terminal = console::enter_raw_mode()?;
     let forwarder = StdinForwarder::new(machine.serial().clone(), requests, is_terminal);
-    let drained = machine
-        .serial_input_drained()
-        .try_clone()
-        .map_err(|e| format!("console: {e}"))?;
-    console::attach_stdin(main_loop.aio(), forwarder, drained);
-    Ok(())
+    Ok(console::attach_stdin(main_loop.aio(), forwarder))
 }
 
 /// Serves the libvirt protocol. A managed VM outlives its guest: a guest poweroff or a
@@ -122,6 +139,7 @@ fn start_management(
     config: &VmConfig,
     machine: &Machine,
     server_config: mgmt::ServerConfig,
+    console: Option<Arc<ConsoleHub>>,
 ) -> Result<Arc<mgmt::RemoteServer>, String> {
     let socket = server_config.socket.clone();
     let domain = ManagedDomain::new(
@@ -129,6 +147,7 @@ fn start_management(
         main_loop.requests(),
         machine.pinning().clone(),
         machine.device_stats().clone(),
+        console,
     );
     let server = Arc::new(
         mgmt::RemoteServer::start(server_config, domain.clone())

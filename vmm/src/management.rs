@@ -12,9 +12,10 @@ use mgmt::remote::{
     VcpuInfo,
 };
 use mgmt::rpc::error::{code as error_code, domain as error_domain};
-use mgmt::rpc::RemoteError;
+use mgmt::rpc::{RemoteError, StreamEndpoint, StreamWaker};
 
 use crate::config::VmConfig;
+use crate::console_stream::{ConsoleHub, OpenError};
 use crate::device_manager::DeviceStats;
 use crate::domain_xml::{disk_target, domain_xml, format_mac, LiveFacts};
 use crate::main_loop::{Event, Requests, RunState, ShutdownCause, Ticket};
@@ -50,6 +51,8 @@ pub struct ManagedDomain {
     requests: Arc<Requests>,
     pinning: Arc<CpuPinning>,
     stats: DeviceStats,
+    /// The serial console's RPC side; None when the VM has no console (`--serial none`).
+    console: Option<Arc<ConsoleHub>>,
     book: Mutex<Bookkeeping>,
     job: Mutex<()>,
 }
@@ -134,12 +137,14 @@ impl ManagedDomain {
         requests: Arc<Requests>,
         pinning: Arc<CpuPinning>,
         stats: DeviceStats,
+        console: Option<Arc<ConsoleHub>>,
     ) -> Arc<ManagedDomain> {
         Arc::new(ManagedDomain {
             config: config.clone(),
             requests,
             pinning,
             stats,
+            console,
             book: Mutex::new(Bookkeeping {
                 id: -1,
                 runs: 0,
@@ -323,6 +328,10 @@ impl ManagedDomain {
             RunState::Paused | RunState::Debug => vec![Lifecycle::SuspendedPaused],
             RunState::Shutdown | RunState::InternalError => {
                 book.id = -1;
+                // As the pty of a QEMU that exits: the console's stream ends.
+                if let Some(console) = &self.console {
+                    console.end_session();
+                }
                 let (reason, events) = match book.pending_cause.take() {
                     Some(ShutdownCause::HostQmpQuit) => {
                         (SHUTOFF_DESTROYED, vec![Lifecycle::StoppedDestroyed])
@@ -564,6 +573,37 @@ impl Hypervisor for ManagedDomain {
             .map_or(0, |pages| pages * page_size() / 1024)
     }
 
+    fn open_console(
+        &self,
+        device: Option<&str>,
+        force: bool,
+        waker: StreamWaker,
+    ) -> Result<Arc<dyn StreamEndpoint>, RemoteError> {
+        self.require_active()?;
+        let console = self.console.as_ref().ok_or_else(|| {
+            RemoteError::new(
+                error_code::INTERNAL_ERROR,
+                error_domain::QEMU,
+                "internal error: cannot find default console device",
+            )
+        })?;
+        // The one console is the first serial port, as the XML names it.
+        if let Some(name) = device.filter(|d| !matches!(*d, "serial0" | "console0")) {
+            return Err(RemoteError::new(
+                error_code::INTERNAL_ERROR,
+                error_domain::QEMU,
+                format!("internal error: cannot find character device {name}"),
+            ));
+        }
+        match console.open(force, waker) {
+            Ok(session) => Ok(session),
+            Err(OpenError::Busy) => Err(operation_failed(
+                "Active console session exists for this domain",
+            )),
+            Err(OpenError::NoDevice) => Err(invalid("the console is not ready yet")),
+        }
+    }
+
     fn emulator_affinity(&self) -> Result<CpuSet, RemoteError> {
         self.pinning.emulator_affinity().map_err(operation_failed)
     }
@@ -595,6 +635,7 @@ mod tests {
             requests.clone(),
             pinning,
             DeviceStats::default(),
+            None,
         );
         let stuck_call = domain.job();
         let destroyer = {

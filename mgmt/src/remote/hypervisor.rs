@@ -2,9 +2,11 @@
 //! requests with its main loop and waiting for the loop to confirm; handlers never touch
 //! vCPUs or devices.
 
+use std::sync::Arc;
+
 use super::domain::DomainStatus;
 use crate::cpuset::CpuSet;
-use crate::rpc::RemoteError;
+use crate::rpc::{RemoteError, StreamEndpoint, StreamWaker};
 
 /// One vCPU thread as virDomainGetVcpus reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,4 +107,12 @@ pub trait Hypervisor: Send + Sync {
     fn cpu_times(&self) -> CpuTimes;
     /// Resident memory of the process, in KiB.
     fn rss_kib(&self) -> u64;
+    /// Connects a stream to the serial console (`device`: its alias, None for the default),
+    /// taking it over from another session if `force`. `waker` wakes the stream's client.
+    fn open_console(
+        &self,
+        device: Option<&str>,
+        force: bool,
+        waker: StreamWaker,
+    ) -> Result<Arc<dyn StreamEndpoint>, RemoteError>;
 }

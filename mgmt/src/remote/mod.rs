@@ -6,13 +6,15 @@
 //!   the typed bridge to handlers; `args`: argument types (bounded strings, flags).
 //! - Handlers by area: `connect` (connection), `node` (host data: capabilities, stats, free
 //!   memory, sysinfo), `queries`, `lifecycle`, `cpus`, `events`, `stats` (per-device and
-//!   domain statistics), `domstats` (the grouped statistics), `unsupported`.
+//!   domain statistics), `domstats` (the grouped statistics), `console` (the console
+//!   stream), `unsupported`.
 //! - `filters`: the list flags; `typed_params`: the named values statistics calls return.
 //! - `domain`: `remote_nonnull_domain` and the status snapshot; `hypervisor`: what the VMM
 //!   provides; `protocol`: the numbers.
 
 mod args;
 mod connect;
+mod console;
 mod cpus;
 pub mod domain;
 mod domstats;

@@ -5,7 +5,9 @@
 use super::program::attr::{BARRIER, BEFORE_OPEN, INLINE, MUTATING, PRIORITY};
 use super::program::{procedure, Procedure};
 use super::protocol::procedure as p;
-use super::{connect, cpus, domstats, events, lifecycle, node, queries, stats, unsupported};
+use super::{
+    connect, console, cpus, domstats, events, lifecycle, node, queries, stats, unsupported,
+};
 
 #[rustfmt::skip]
 pub static PROCEDURES: &[Procedure] = &[
@@ -55,6 +57,7 @@ pub static PROCEDURES: &[Procedure] = &[
     procedure!(p::DOMAIN_GET_BLOCK_INFO, "virDomainGetBlockInfo", stats::block_info),
     procedure!(p::DOMAIN_CREATE_WITH_FLAGS, "virDomainCreateWithFlags", lifecycle::create_with_flags, MUTATING),
     procedure!(p::DOMAIN_GET_VCPUS_FLAGS, "virDomainGetVcpusFlags", cpus::get_vcpus_flags),
+    procedure!(p::DOMAIN_OPEN_CONSOLE, "virDomainOpenConsole", console::open_console, MUTATING),
     procedure!(p::CONNECT_GET_SYSINFO, "virConnectGetSysinfo", node::get_sysinfo),
     procedure!(p::DOMAIN_SCREENSHOT, "virDomainScreenshot", unsupported::screenshot),
     procedure!(p::DOMAIN_GET_STATE, "virDomainGetState", queries::get_state, INLINE),

@@ -10,13 +10,16 @@ use super::procedures::PROCEDURES;
 use super::protocol::{REMOTE_PROGRAM, REMOTE_VERSION};
 use super::{Hypervisor, RemoteClient};
 use crate::rpc::error::{code, domain, RemoteError};
+use crate::rpc::wire::Header;
 use crate::rpc::xdr::{Decode, Encode, XdrReader, XdrWriter};
 use crate::rpc::{Client, Program, Scheduling};
 
-/// What a handler sees of the call: the VMM, and the client that made it.
+/// What a handler sees of the call: the VMM, the client that made it, and its header (to
+/// bind a stream to).
 pub struct Call<'a> {
     pub hypervisor: &'a dyn Hypervisor,
     pub client: &'a Client<RemoteClient>,
+    pub header: &'a Header,
 }
 
 impl Call<'_> {
@@ -169,16 +172,18 @@ impl Program<RemoteClient> for RemoteProgram {
     fn dispatch(
         &self,
         client: &Client<RemoteClient>,
-        procedure: i32,
+        header: &Header,
         args: &[u8],
         reply: &mut XdrWriter,
     ) -> Result<(), RemoteError> {
-        let procedure = find(procedure)
-            .ok_or_else(|| rpc_error(code::RPC, format!("unknown procedure: {procedure}")))?;
+        let number = header.procedure;
+        let procedure = find(number)
+            .ok_or_else(|| rpc_error(code::RPC, format!("unknown procedure: {number}")))?;
         check_access(procedure, client)?;
         let call = Call {
             hypervisor: self.hypervisor.as_ref(),
             client,
+            header,
         };
         (procedure.run)(&call, args, reply)
     }

@@ -54,6 +54,7 @@ pub mod procedure {
     pub const DOMAIN_GET_BLOCK_INFO: i32 = 194;
     pub const DOMAIN_CREATE_WITH_FLAGS: i32 = 196;
     pub const DOMAIN_GET_VCPUS_FLAGS: i32 = 200;
+    pub const DOMAIN_OPEN_CONSOLE: i32 = 201;
     pub const CONNECT_GET_SYSINFO: i32 = 203;
     pub const DOMAIN_SCREENSHOT: i32 = 211;
     pub const DOMAIN_GET_STATE: i32 = 212;

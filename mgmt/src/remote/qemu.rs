@@ -4,6 +4,7 @@
 
 use super::protocol::QEMU_PROGRAM;
 use crate::rpc::error::{code, domain};
+use crate::rpc::wire::Header;
 use crate::rpc::xdr::XdrWriter;
 use crate::rpc::{Client, Program, RemoteError, Scheduling};
 
@@ -27,11 +28,11 @@ impl<D> Program<D> for QemuProgram {
     fn dispatch(
         &self,
         _: &Client<D>,
-        procedure: i32,
+        call: &Header,
         _: &[u8],
         _: &mut XdrWriter,
     ) -> Result<(), RemoteError> {
-        let function = match procedure {
+        let function = match call.procedure {
             1 => "virDomainQemuMonitorCommand".to_string(),
             6 => "virDomainQemuAgentCommand".to_string(),
             8 => "virDomainQemuMonitorCommandWithFiles".to_string(),

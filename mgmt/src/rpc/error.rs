@@ -18,6 +18,7 @@ pub mod code {
     pub const NO_DOMAIN: i32 = 42;
     pub const OPERATION_INVALID: i32 = 55;
     pub const OPERATION_TIMEOUT: i32 = 68;
+    pub const OPERATION_ABORTED: i32 = 78;
 }
 
 /// virErrorDomain values we send.

@@ -6,14 +6,17 @@
 //! - `wire`: framing, the message header, incremental frame reassembly.
 //! - `error`: the error reply and libvirt's error numbers.
 //! - `program`: the `Program` trait a program implements, and `Broadcast` for its events.
-//! - `server`: event loop, worker pool, clients, keepalive (see its lock rules).
+//! - `stream`: streams bound to a call (the console), and what their far end implements.
+//! - `server`: event loop, worker pool, clients, keepalive, streams (see its lock rules).
 
 pub mod error;
 pub mod program;
 pub mod server;
+pub mod stream;
 pub mod wire;
 pub mod xdr;
 
 pub use error::RemoteError;
 pub use program::{Broadcast, Program, Scheduling};
 pub use server::{Client, Server, ServerConfig};
+pub use stream::{StreamEndpoint, StreamRead, StreamWaker};

@@ -5,6 +5,7 @@
 
 use super::error::RemoteError;
 use super::server::Client;
+use super::wire::Header;
 use super::xdr::XdrWriter;
 
 /// How the server schedules one procedure's calls.
@@ -27,12 +28,13 @@ pub trait Program<D>: Send + Sync {
     /// Scheduling of `procedure`; unknown procedures get the default (their error reply is
     /// the dispatcher's to make).
     fn scheduling(&self, procedure: i32) -> Scheduling;
-    /// Runs one call on a worker, with no server or client lock held: decodes `args`, writes
-    /// the result into `reply` (which already holds the reply header), or returns the error.
+    /// Runs one call (header `call`) on a worker, with no server or client lock held: decodes
+    /// `args`, writes the result into `reply` (which already holds the reply header), or
+    /// returns the error. A handler may bind a stream to the call (`Client::open_stream`).
     fn dispatch(
         &self,
         client: &Client<D>,
-        procedure: i32,
+        call: &Header,
         args: &[u8],
         reply: &mut XdrWriter,
     ) -> Result<(), RemoteError>;

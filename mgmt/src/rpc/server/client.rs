@@ -6,10 +6,13 @@
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use super::streams::OpenStream;
+use crate::rpc::stream::{StreamEndpoint, StreamWaker};
 use crate::rpc::wire::{Frame, FrameError, FrameReader, Header};
+use crate::rpc::RemoteError;
 
 /// Most bytes read from a socket at once; unprocessed bytes wait here while the client is at
 /// its request limit, so this also bounds a client's receive memory.
@@ -42,6 +45,8 @@ pub struct ClientState<D> {
     pub closed: bool,
     /// Event-loop interest currently registered (read, write).
     pub interest: (bool, bool),
+    /// Streams bound to this client's calls (the console).
+    pub(super) streams: Vec<OpenStream>,
     /// What the programs keep about this client.
     pub data: D,
 }
@@ -51,6 +56,8 @@ pub struct Client<D> {
     pub stream: UnixStream,
     /// It connected through the read-only socket.
     pub readonly: bool,
+    /// Wakes the event loop for this client (stream endpoints call it).
+    waker: StreamWaker,
     state: Mutex<ClientState<D>>,
 }
 
@@ -63,11 +70,17 @@ pub enum ReadOutcome {
 }
 
 impl<D: Default> Client<D> {
-    pub(super) fn new(id: u64, stream: UnixStream, readonly: bool) -> Client<D> {
+    pub(super) fn new(
+        id: u64,
+        stream: UnixStream,
+        readonly: bool,
+        waker: StreamWaker,
+    ) -> Client<D> {
         Client {
             id,
             stream,
             readonly,
+            waker,
             state: Mutex::new(ClientState {
                 reader: FrameReader::new(),
                 unparsed: Vec::new(),
@@ -80,6 +93,7 @@ impl<D: Default> Client<D> {
                 pings_unanswered: 0,
                 closed: false,
                 interest: (true, false),
+                streams: Vec::new(),
                 data: D::default(),
             }),
         }
@@ -99,6 +113,21 @@ impl<D> Client<D> {
     /// The client speaks keepalive (it said so): ping it when it falls silent.
     pub fn enable_keepalive(&self) {
         self.lock().keepalive = true;
+    }
+
+    /// What a stream endpoint calls to have the event loop move its data.
+    pub fn stream_waker(&self) -> StreamWaker {
+        self.waker.clone()
+    }
+
+    /// Binds a stream to the call with header `call`: it starts once the call's (successful)
+    /// reply is queued. For a handler, which must then return Ok.
+    pub fn open_stream(
+        &self,
+        call: &Header,
+        endpoint: Arc<dyn StreamEndpoint>,
+    ) -> Result<(), RemoteError> {
+        self.lock().open_stream(call, endpoint)
     }
 }
 

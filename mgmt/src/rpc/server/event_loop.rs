@@ -15,6 +15,7 @@ use super::keepalive;
 use super::socket::Listener;
 use super::{Job, Shared};
 use crate::rpc::error::{code, domain, RemoteError};
+use crate::rpc::stream::StreamWaker;
 use crate::rpc::wire::{Frame, Header, MessageType, Status};
 
 const WAKEUP: u32 = 0;
@@ -111,6 +112,10 @@ fn triage<D: Send + 'static>(
     }
     match kind {
         Some(MessageType::Call) => {}
+        Some(MessageType::Stream) => {
+            c.stream_packet(frame);
+            return None;
+        }
         Some(MessageType::CallWithFds) => {
             answer(
                 c,
@@ -168,7 +173,13 @@ impl<D: Default + Send + 'static> LoopSubscriber<D> {
             }
             let id = self.next_client_id;
             self.next_client_id = self.next_client_id.checked_add(1).unwrap_or(FIRST_CLIENT);
-            let client = Arc::new(Client::new(u64::from(id), stream, readonly));
+            let shared = Arc::downgrade(&self.shared);
+            let waker = StreamWaker::new(move || {
+                if let Some(shared) = shared.upgrade() {
+                    shared.mark_dirty(u64::from(id));
+                }
+            });
+            let client = Arc::new(Client::new(u64::from(id), stream, readonly, waker));
             if let Err(e) = ops.add(Events::with_data(&client.stream, id, EventSet::IN)) {
                 log::warn!("management client: cannot watch its socket: {e:?}");
                 continue;
@@ -224,23 +235,36 @@ impl<D: Default + Send + 'static> LoopSubscriber<D> {
         self.settle(&client, ops);
     }
 
-    /// Parses what the client has buffered while it has request slots, and makes the
-    /// registered interest match its queues, or drops a closed client. Loops because the
-    /// workers may answer the jobs it queues before it looks again: input left buffered with
-    /// a slot free and nobody to parse it would wait for good (the socket has no new bytes).
+    /// Moves stream data, parses what the client has buffered while it has request slots,
+    /// and makes the registered interest match its queues, or drops a closed client. Loops
+    /// because the workers may answer the jobs it queues before it looks again, and an
+    /// endpoint taking stream input frees slots: input left buffered with a slot free and
+    /// nobody to parse it would wait for good (the socket has no new bytes).
     fn settle(&mut self, client: &Arc<Client<D>>, ops: &mut EventOps) {
+        let limit = self.shared.config.max_client_requests;
         loop {
             let mut jobs = Vec::new();
+            let more_input;
             {
                 let mut c = client.lock();
-                if !c.closed && drain_input(&self.shared, &mut c, &mut jobs).is_err() {
-                    c.closed = true;
+                if c.closed {
+                    break;
                 }
+                c.pump_streams();
+                if drain_input(&self.shared, &mut c, &mut jobs).is_err() {
+                    c.closed = true;
+                    break;
+                }
+                c.pump_streams();
+                more_input = c.wants_parse(limit);
             }
-            if jobs.is_empty() {
+            let handed_over = !jobs.is_empty();
+            if handed_over {
+                self.hand_over(client, jobs);
+            }
+            if !handed_over && !more_input {
                 break;
             }
-            self.hand_over(client, jobs);
         }
         self.update(client, ops);
     }
@@ -258,7 +282,7 @@ impl<D: Default + Send + 'static> LoopSubscriber<D> {
                     program,
                 };
                 let reply = self.shared.run_call(&job);
-                client.lock().push(reply, true);
+                client.lock().push_reply(&job.frame.header, reply);
                 answered = true;
             } else {
                 self.shared
@@ -278,6 +302,7 @@ impl<D: Default + Send + 'static> LoopSubscriber<D> {
         let limit = self.shared.config.max_client_requests;
         let mut c = client.lock();
         if c.closed {
+            c.close_streams();
             drop(c);
             let _ = ops.remove(Events::empty(&client.stream));
             let _ = client.stream.shutdown(std::net::Shutdown::Both);

@@ -17,6 +17,7 @@ mod client;
 mod event_loop;
 mod keepalive;
 mod socket;
+mod streams;
 mod workers;
 
 use std::collections::{HashMap, VecDeque};
@@ -125,6 +126,12 @@ impl<D: Send + 'static> Shared<D> {
     /// when the client's interest must change (output left over, reading to resume),
     /// buffered input can now be parsed, or the client must go.
     fn flush(&self, client: &Arc<Client<D>>) {
+        self.flush_reply(client, false);
+    }
+
+    /// `flush`, after a reply that may have started a stream (`started`): then the event
+    /// loop must look at the client in any case, to send the stream's data.
+    fn flush_reply(&self, client: &Arc<Client<D>>, started: bool) {
         let needs_loop = {
             let mut c = client.lock();
             if !c.closed && !c.tx.is_empty() && c.write_to(&client.stream).is_err() {
@@ -134,15 +141,23 @@ impl<D: Send + 'static> Shared<D> {
                 c.nrequests < self.config.max_client_requests,
                 !c.tx.is_empty(),
             );
-            c.closed || want != c.interest || c.wants_parse(self.config.max_client_requests)
+            started
+                || c.closed
+                || want != c.interest
+                || c.wants_parse(self.config.max_client_requests)
         };
         if needs_loop {
-            self.dirty
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(client.id);
-            self.wake_loop();
+            self.mark_dirty(client.id);
         }
+    }
+
+    /// Has the event loop look at client `id` (settle it) when it next wakes.
+    fn mark_dirty(&self, id: u64) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id);
+        self.wake_loop();
     }
 
     /// The clients marked dirty since the last call.
@@ -214,7 +229,7 @@ impl<D: Send + 'static> Shared<D> {
         let mut reply = wire::start_frame(&header.reply(Status::Ok));
         match self.programs[job.program].dispatch(
             &job.client,
-            header.procedure,
+            header,
             &job.frame.payload,
             &mut reply,
         ) {

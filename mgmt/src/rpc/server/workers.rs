@@ -66,7 +66,7 @@ fn run<D: Send + 'static>(shared: &Arc<Shared<D>>, priority: bool) {
     super::lower_thread_priority();
     while let Some(job) = next_job(shared, priority) {
         let reply = shared.run_call(&job);
-        job.client.lock().push(reply, true);
-        shared.flush(&job.client);
+        let started = job.client.lock().push_reply(&job.frame.header, reply);
+        shared.flush_reply(&job.client, started);
     }
 }
