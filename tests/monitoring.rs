@@ -430,6 +430,20 @@ fn list_filters_and_state_details_match_libvirt() {
         "running (booted)"
     );
 
+    // The NMI button reaches the guest's CPU: the test guest has no NMI handler, so it
+    // triple-faults and the machine resets, as a bare-metal board would. A paused guest
+    // takes the NMI only when it resumes.
+    vm.virsh(&["suspend", NAME]);
+    vm.virsh(&["inject-nmi", NAME]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(vm.console().matches("vmm-test-guest ready").count(), 3);
+    vm.virsh(&["resume", NAME]);
+    vm.wait_for_console("vmm-test-guest ready", 4);
+    let log = read_lossy(&vm.dir.path("stderr.log"));
+    assert_eq!(log.matches("triple fault").count(), 1, "{log}");
+    let (ok, _, err) = vm.virsh_on(&vm.ro_socket, &["inject-nmi", NAME]);
+    assert!(!ok && err.contains("read only"), "{err}");
+
     for (args, what) in [
         (&["send-key", NAME, "KEY_A"][..], "virDomainSendKey"),
         (

@@ -26,6 +26,7 @@ const KEEPALIVE_PROGRAM: u32 = 0x6b65_6570;
 
 struct FakeVm {
     suspends: AtomicUsize,
+    nmis: AtomicUsize,
     /// Two vCPUs' affinities.
     pins: Mutex<Vec<CpuSet>>,
     /// While true, suspend blocks (a call stuck on a worker).
@@ -38,6 +39,7 @@ impl FakeVm {
     fn new() -> FakeVm {
         FakeVm {
             suspends: AtomicUsize::new(0),
+            nmis: AtomicUsize::new(0),
             pins: Mutex::new(vec![CpuSet::single(0), CpuSet::single(1)]),
             hold_suspend: Mutex::new(false),
             suspend_released: Condvar::new(),
@@ -99,6 +101,10 @@ impl Hypervisor for FakeVm {
         Ok(())
     }
     fn reset(&self) -> Result<(), RemoteError> {
+        Ok(())
+    }
+    fn inject_nmi(&self) -> Result<(), RemoteError> {
+        self.nmis.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
     fn destroy(&self) -> Result<(), RemoteError> {
@@ -308,6 +314,10 @@ fn dispatches_and_checks_open_and_domain() {
     assert_eq!(ret.len(), 32, "the protocol notes' 32-byte payload");
     assert_eq!(peer.call(p::DOMAIN_SUSPEND, &dom_arg()).0, 0);
     assert_eq!(vm.suspends.load(Ordering::SeqCst), 1);
+    let nmi = |flags: u32| [dom_arg(), flags.to_be_bytes().to_vec()].concat();
+    assert_eq!(peer.call(p::DOMAIN_INJECT_NMI, &nmi(0)).0, 0);
+    assert_eq!(peer.call(p::DOMAIN_INJECT_NMI, &nmi(1)).0, 1, "no flags exist");
+    assert_eq!(vm.nmis.load(Ordering::SeqCst), 1);
     let mut other = DomainRef {
         uuid: [1; 16],
         ..domain()

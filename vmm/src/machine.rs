@@ -199,6 +199,11 @@ impl Machine {
         &self.device_stats
     }
 
+    /// The vCPU threads, for management calls that reach the vCPUs (the NMI button).
+    pub fn vcpu_threads(&self) -> crate::vcpu::VcpuThreads {
+        self.vcpus.threads()
+    }
+
     /// The threads' host CPU placement, for management calls.
     pub fn pinning(&self) -> &Arc<CpuPinning> {
         &self.pinning

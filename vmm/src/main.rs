@@ -146,6 +146,7 @@ fn start_management(
         config,
         main_loop.requests(),
         machine.pinning().clone(),
+        machine.vcpu_threads(),
         machine.device_stats().clone(),
         console,
     );

@@ -20,6 +20,7 @@ use crate::device_manager::DeviceStats;
 use crate::domain_xml::{disk_target, domain_xml, format_mac, LiveFacts};
 use crate::main_loop::{Event, Requests, RunState, ShutdownCause, Ticket};
 use crate::placement::CpuPinning;
+use crate::vcpu::VcpuThreads;
 
 /// How long a call waits for the main loop to carry out a request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,6 +51,8 @@ pub struct ManagedDomain {
     config: VmConfig,
     requests: Arc<Requests>,
     pinning: Arc<CpuPinning>,
+    /// For the NMI button.
+    vcpus: VcpuThreads,
     stats: DeviceStats,
     /// The serial console's RPC side; None when the VM has no console (`--serial none`).
     console: Option<Arc<ConsoleHub>>,
@@ -136,6 +139,7 @@ impl ManagedDomain {
         config: &VmConfig,
         requests: Arc<Requests>,
         pinning: Arc<CpuPinning>,
+        vcpus: VcpuThreads,
         stats: DeviceStats,
         console: Option<Arc<ConsoleHub>>,
     ) -> Arc<ManagedDomain> {
@@ -143,6 +147,7 @@ impl ManagedDomain {
             config: config.clone(),
             requests,
             pinning,
+            vcpus,
             stats,
             console,
             book: Mutex::new(Bookkeeping {
@@ -436,6 +441,11 @@ impl Hypervisor for ManagedDomain {
 
     /// Stops the VM first and takes the job after, as libvirt kills before it begins the job:
     /// destroy never waits behind another call that is stuck.
+    fn inject_nmi(&self) -> Result<(), RemoteError> {
+        self.require_active()?;
+        self.vcpus.inject_nmi().map_err(operation_failed)
+    }
+
     fn destroy(&self) -> Result<(), RemoteError> {
         self.require_active()?;
         let ticket = self.requests.shutdown_request(ShutdownCause::HostQmpQuit);
@@ -634,6 +644,7 @@ mod tests {
             &VmConfig::default(),
             requests.clone(),
             pinning,
+            crate::vcpu::VcpuThreads::none(),
             DeviceStats::default(),
             None,
         );

@@ -9,7 +9,8 @@
 //!
 //! Each thread places itself on its host CPUs before its first KVM_RUN, and moves itself when
 //! asked (`VcpuThreads::pin`): the request is posted under the same mutex and the thread is
-//! kicked, so it changes its affinity between two KVM_RUNs, never while inside one.
+//! kicked, so it changes its affinity between two KVM_RUNs, never while inside one. An NMI
+//! (`VcpuThreads::inject_nmi`) is posted and delivered the same way.
 
 use std::cell::Cell;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -80,6 +81,9 @@ struct ThreadSlot {
     pin_request: Option<CpuSet>,
     /// The thread's answer: to a pin request, or at start to its first placement.
     pin_outcome: Option<Result<(), String>>,
+    /// An NMI to inject (`virsh inject-nmi`): KVM_NMI must come from the vCPU's own thread,
+    /// so it is posted here and the thread is kicked. A paused vCPU takes it when it resumes.
+    nmi_pending: bool,
 }
 
 struct Shared {
@@ -199,6 +203,26 @@ impl VcpuThreads {
             .iter()
             .filter_map(|slot| slot.tid)
             .collect()
+    }
+
+    /// Queues an NMI on every vCPU, as a machine's NMI button (QEMU's inject-nmi) does; each
+    /// thread injects its own between two KVM_RUNs. Running vCPUs are kicked out of the guest
+    /// for it; paused ones take it when they resume.
+    pub fn inject_nmi(&self) -> Result<(), String> {
+        let mut guard = self.shared.lock();
+        if guard.request == Request::Exit || guard.threads.is_empty() {
+            return Err("the vCPU threads have stopped".to_string());
+        }
+        let mut tids = Vec::new();
+        for slot in &mut guard.threads {
+            slot.nmi_pending = true;
+            tids.extend(slot.tid);
+        }
+        drop(guard);
+        for tid in tids {
+            kick_thread(tid)?;
+        }
+        Ok(())
     }
 
     /// Records where the other threads belong, for the helper thread KVM starts later.
@@ -420,6 +444,10 @@ impl VcpuGroup {
         let mut guard = self.shared.lock();
         guard.boot_entry = boot_entry;
         guard.boot_generation += 1;
+        // An NMI for the old boot is not the new one's.
+        for slot in &mut guard.threads {
+            slot.nmi_pending = false;
+        }
     }
 
     /// Number of vCPU threads.

@@ -85,6 +85,8 @@ pub trait Hypervisor: Send + Sync {
     fn reboot(&self) -> Result<(), RemoteError>;
     /// Hard reset.
     fn reset(&self) -> Result<(), RemoteError>;
+    /// An NMI to every vCPU.
+    fn inject_nmi(&self) -> Result<(), RemoteError>;
     /// Hard stop; the process keeps serving with the domain shut off.
     fn destroy(&self) -> Result<(), RemoteError>;
     /// Boots the domain again from its configuration (optionally paused).

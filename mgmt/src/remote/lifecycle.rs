@@ -47,6 +47,13 @@ pub fn reset(call: &Call, (dom, _): (DomainRef, NoFlags)) -> Result<(), RemoteEr
     call.hypervisor.reset()
 }
 
+/// The machine's NMI button: every vCPU gets an NMI (a Linux guest logs it or panics, as
+/// its `unknown_nmi_panic` says).
+pub fn inject_nmi(call: &Call, (dom, _): (DomainRef, NoFlags)) -> Result<(), RemoteError> {
+    call.domain(&dom)?;
+    call.hypervisor.inject_nmi()
+}
+
 pub fn destroy(call: &Call, dom: DomainRef) -> Result<(), RemoteError> {
     call.domain(&dom)?;
     call.hypervisor.destroy()

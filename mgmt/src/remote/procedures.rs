@@ -59,6 +59,7 @@ pub static PROCEDURES: &[Procedure] = &[
     procedure!(p::DOMAIN_GET_VCPUS_FLAGS, "virDomainGetVcpusFlags", cpus::get_vcpus_flags),
     procedure!(p::DOMAIN_OPEN_CONSOLE, "virDomainOpenConsole", console::open_console, MUTATING),
     procedure!(p::CONNECT_GET_SYSINFO, "virConnectGetSysinfo", node::get_sysinfo),
+    procedure!(p::DOMAIN_INJECT_NMI, "virDomainInjectNMI", lifecycle::inject_nmi, MUTATING),
     procedure!(p::DOMAIN_SCREENSHOT, "virDomainScreenshot", unsupported::screenshot),
     procedure!(p::DOMAIN_GET_STATE, "virDomainGetState", queries::get_state, INLINE),
     procedure!(p::DOMAIN_PIN_VCPU_FLAGS, "virDomainPinVcpuFlags", cpus::pin_vcpu_flags, MUTATING),

@@ -56,6 +56,7 @@ pub mod procedure {
     pub const DOMAIN_GET_VCPUS_FLAGS: i32 = 200;
     pub const DOMAIN_OPEN_CONSOLE: i32 = 201;
     pub const CONNECT_GET_SYSINFO: i32 = 203;
+    pub const DOMAIN_INJECT_NMI: i32 = 210;
     pub const DOMAIN_SCREENSHOT: i32 = 211;
     pub const DOMAIN_GET_STATE: i32 = 212;
     pub const DOMAIN_PIN_VCPU_FLAGS: i32 = 225;

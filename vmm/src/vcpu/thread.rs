@@ -70,7 +70,13 @@ impl VcpuThread {
                 }
                 continue;
             }
+            let nmi = std::mem::take(&mut guard.threads[self.index].nmi_pending);
             drop(guard);
+            if nmi {
+                if let Err(e) = self.fd.nmi() {
+                    log::warn!("vCPU {}: KVM_NMI: {e}", self.index);
+                }
+            }
             let next = self.run_once();
             if !self.ran {
                 self.ran = true;
