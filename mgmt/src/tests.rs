@@ -316,7 +316,11 @@ fn dispatches_and_checks_open_and_domain() {
     assert_eq!(vm.suspends.load(Ordering::SeqCst), 1);
     let nmi = |flags: u32| [dom_arg(), flags.to_be_bytes().to_vec()].concat();
     assert_eq!(peer.call(p::DOMAIN_INJECT_NMI, &nmi(0)).0, 0);
-    assert_eq!(peer.call(p::DOMAIN_INJECT_NMI, &nmi(1)).0, 1, "no flags exist");
+    assert_eq!(
+        peer.call(p::DOMAIN_INJECT_NMI, &nmi(1)).0,
+        1,
+        "no flags exist"
+    );
     assert_eq!(vm.nmis.load(Ordering::SeqCst), 1);
     let mut other = DomainRef {
         uuid: [1; 16],
