@@ -29,3 +29,4 @@ pub mod management;
 pub mod placement;
 pub mod vcpu;
 pub mod vm;
+pub mod xml_config;
