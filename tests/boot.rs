@@ -310,3 +310,54 @@ fn tiny_elf(addr: u64, code: &[u8]) -> Vec<u8> {
     elf.extend_from_slice(code);
     elf
 }
+
+/// `vmm run --xml FILE`: the test guest described as libvirt domain XML, with its console
+/// in the file the XML names, reports the XML's vCPUs, memory and disk.
+#[test]
+fn a_domain_xml_file_describes_the_machine() {
+    if !kvm_available("a_domain_xml_file_describes_the_machine") {
+        return;
+    }
+    let dir = common::TempDir::new("xml-boot");
+    let disk = dir.path("disk.img");
+    let mut image = b"VMM-DISKxml0".to_vec();
+    image.resize(1 << 20, 0);
+    std::fs::write(&disk, image).unwrap();
+    let serial = dir.path("serial.log");
+    let xml = format!(
+        "<domain type='kvm'>
+  <name>fromxml</name>
+  <memory unit='MiB'>96</memory>
+  <vcpu placement='static'>2</vcpu>
+  <os><type arch='x86_64'>hvm</type><cmdline>end=exit test=cpus,blk</cmdline></os>
+  <features><acpi/></features>
+  <devices>
+    <disk type='file' device='disk'>
+      <source file='{}'/><target dev='vda' bus='virtio'/><serial>xml0</serial>
+    </disk>
+    <serial type='file'><source path='{}'/><target port='0'/></serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>",
+        disk.display(),
+        serial.display()
+    );
+    let file = dir.path("domain.xml");
+    std::fs::write(&file, xml).unwrap();
+    let mut child = std::process::Command::new(common::VMM)
+        .args(["run", "--xml"])
+        .arg(&file)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = common::wait_timeout(&mut child, common::BOOT_TIMEOUT);
+    let console = common::read_lossy(&serial);
+    if status.is_none() {
+        common::kill_and_reap(&mut child);
+    }
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{console}");
+    for want in ["cpus: 2", "memory: 96 MiB", "TEST blk PASS", "RESULT PASS"] {
+        assert!(console.contains(want), "no {want:?}:\n{console}");
+    }
+}

@@ -131,3 +131,35 @@ fn net_values() {
         "multicast",
     );
 }
+
+#[test]
+fn domain_xml_conflicts_with_machine_flags_and_is_refused_by_element() {
+    let dir = std::env::temp_dir().join(format!("vmm-cli-xml-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("d.xml");
+    std::fs::write(
+        &file,
+        "<domain type='kvm'><name>x</name><memory unit='MiB'>64</memory>\
+         <devices><graphics type='vnc'/></devices></domain>",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    assert_clear_error(
+        &["run", "--xml", path],
+        1,
+        "element <graphics> in <devices> is not supported",
+    );
+    assert_clear_error(
+        &["run", "--xml", path, "--cpus", "2"],
+        2,
+        "cannot be used with",
+    );
+    assert_clear_error(
+        &["run", "--xml", "/nonexistent/d.xml"],
+        1,
+        "--xml /nonexistent/d.xml: No such file or directory",
+    );
+    std::fs::write(&file, "<domain").unwrap();
+    assert_clear_error(&["run", "--xml", path], 1, "malformed XML");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -23,6 +23,13 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// The VM as libvirt domain XML (what `virsh dumpxml` prints); instead of the flags that
+    /// describe the machine (kernel, CPUs, memory, devices, console, name).
+    #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "kernel", "initrd", "cmdline", "cpus", "vcpu_pin", "emulator_pin", "memory", "serial",
+        "no_reboot", "no_acpi", "disk", "net", "rng", "name", "uuid",
+    ])]
+    pub xml: Option<PathBuf>,
     /// Kernel to boot: ELF vmlinux (PVH note or 64-bit entry) or bzImage.
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
@@ -135,6 +142,9 @@ impl RunArgs {
     /// Turns the arguments into a configuration, checking what clap cannot: files exist and
     /// the memory size fits this host. Errors name the flag.
     pub fn to_config(&self) -> Result<VmConfig, String> {
+        if let Some(file) = &self.xml {
+            return self.xml_config(file);
+        }
         for (flag, path) in [("--kernel", &self.kernel), ("--initrd", &self.initrd)] {
             if let Some(path) = path {
                 check_readable_file(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
@@ -176,6 +186,53 @@ impl RunArgs {
             cpu_tune,
             on_sigterm: self.on_sigterm,
         })
+    }
+
+    /// The configuration a domain XML file describes, checked as the flags would be; the
+    /// flags that XML cannot express (placement policy, boot entry, SIGTERM) still apply.
+    fn xml_config(&self, file: &std::path::Path) -> Result<VmConfig, String> {
+        let at = |e: String| format!("--xml {}: {e}", file.display());
+        check_readable_file(file).map_err(at)?;
+        let size = std::fs::metadata(file)
+            .map_err(|e| at(describe_io_error(&e)))?
+            .len();
+        if size > crate::xml_config::XML_MAX as u64 {
+            return Err(at(format!(
+                "{size} bytes; at most {} are read",
+                crate::xml_config::XML_MAX
+            )));
+        }
+        let text = std::fs::read_to_string(file).map_err(|e| at(describe_io_error(&e)))?;
+        let mut config = crate::xml_config::parse_domain_xml(&text).map_err(|e| at(e.0))?;
+        let files = [
+            ("<kernel>", &config.kernel_path()),
+            ("<initrd>", &config.initrd),
+        ];
+        for (element, path) in files {
+            if let Some(path) = path {
+                check_readable_file(path)
+                    .map_err(|e| at(format!("{element} {}: {e}", path.display())))?;
+            }
+        }
+        for disk in &config.disks {
+            check_readable_file(&disk.path)
+                .map_err(|e| at(format!("<disk> {}: {e}", disk.path.display())))?;
+        }
+        config::check_memory_size(config.memory, config::host_ram_bytes())
+            .map_err(|e| at(format!("<memory>: {e}")))?;
+        config.cpu_tune.placement = self.vcpu_placement;
+        config
+            .cpu_tune
+            .resolve(
+                config.cpus,
+                affinity::process_cpus(),
+                affinity::kvm_is_pvm(),
+            )
+            .map_err(at)?;
+        config.boot = self.boot;
+        config.on_sigterm = self.on_sigterm;
+        config.virtio_cmdline = self.virtio_cmdline || !config.acpi;
+        Ok(config)
     }
 
     /// The management server's settings, if a socket was asked for.

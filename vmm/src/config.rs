@@ -103,6 +103,16 @@ impl Default for VmConfig {
     }
 }
 
+impl VmConfig {
+    /// The kernel's file, unless it is the built-in test guest.
+    pub fn kernel_path(&self) -> Option<PathBuf> {
+        match &self.kernel {
+            KernelSource::File(path) => Some(path.clone()),
+            KernelSource::Embedded => None,
+        }
+    }
+}
+
 /// A random (version 4) UUID.
 pub fn random_uuid() -> [u8; 16] {
     let mut uuid = [0u8; 16];
