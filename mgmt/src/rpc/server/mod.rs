@@ -12,6 +12,9 @@
 //!    its wakeup eventfd, the `dirty` list and the `events` queue, leaf locks taken with no
 //!    other lock held.
 //! 4. No lock is held while a handler runs; a worker keeps its client alive with an `Arc`.
+//! 5. Stream endpoints are called with their client locked, so whatever they lock comes after
+//!    the client lock and must never reach a client or server lock; they call back only
+//!    through their `StreamWaker`, which takes the leaf `dirty` lock.
 
 mod client;
 mod event_loop;
