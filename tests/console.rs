@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -92,11 +92,15 @@ fn virsh_console_held(vm: &Managed, extra: &[&str]) -> std::process::Child {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = String::new();
-    let mut stdout = BufReader::new(child.stdout.as_mut().unwrap());
-    stdout.read_line(&mut lines).unwrap();
-    stdout.read_line(&mut lines).unwrap();
-    assert_eq!(lines, "CONNECTED\nSAW\n");
+    // Byte by byte, not buffered: what follows is for `finish` to read.
+    let stdout = child.stdout.as_mut().unwrap();
+    let mut lines = Vec::new();
+    let mut byte = [0u8; 1];
+    while lines.iter().filter(|b| **b == b'\n').count() < 2 && stdout.read(&mut byte).unwrap() == 1
+    {
+        lines.push(byte[0]);
+    }
+    assert_eq!(String::from_utf8_lossy(&lines), "CONNECTED\nSAW\n");
     child
 }
 
