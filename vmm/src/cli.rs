@@ -1,4 +1,4 @@
-//! The `vmm` command line: `vmm run [OPTIONS]`.
+//! The `vmm` command line: `vmm run [OPTIONS]` and `vmm serve [OPTIONS]`.
 
 use std::path::PathBuf;
 
@@ -18,7 +18,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Boot a guest. Without --kernel, boots the built-in test guest.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Serve the libvirt protocol with no domain: clients create or define one from domain
+    /// XML (virsh create/define/start), one at a time.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,6 +96,16 @@ pub struct RunArgs {
     /// Domain UUID (default: a random one).
     #[arg(long, value_name = "UUID", value_parser = config::parse_uuid)]
     pub uuid: Option<[u8; 16]>,
+    #[command(flatten)]
+    pub mgmt: MgmtArgs,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", default_value = "warn", value_parser = parse_log_level)]
+    pub log_level: log::LevelFilter,
+}
+
+/// The management server's settings, shared by `run` and `serve`.
+#[derive(Debug, clap::Args)]
+pub struct MgmtArgs {
     /// Serve the libvirt remote protocol on this unix socket (virsh, libvirt-python).
     #[arg(long, value_name = "PATH")]
     pub mgmt_socket: Option<PathBuf>,
@@ -121,6 +134,40 @@ pub struct RunArgs {
     /// Unanswered pings before such a client is dropped.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub mgmt_keepalive_count: u32,
+}
+
+impl MgmtArgs {
+    /// The management server's settings, if a socket was asked for.
+    pub fn server_config(&self) -> Option<mgmt::ServerConfig> {
+        let socket = self.mgmt_socket.clone()?;
+        Some(mgmt::ServerConfig {
+            socket,
+            readonly_socket: self.mgmt_socket_ro.clone(),
+            socket_mode: self.mgmt_socket_mode,
+            max_clients: self.mgmt_max_clients as usize,
+            min_workers: self.mgmt_min_workers as usize,
+            max_workers: (self.mgmt_max_workers as usize).max(self.mgmt_min_workers as usize),
+            prio_workers: self.mgmt_prio_workers as usize,
+            max_client_requests: self.mgmt_max_client_requests as usize,
+            keepalive_interval: self.mgmt_keepalive_interval,
+            keepalive_count: self.mgmt_keepalive_count,
+            ..mgmt::ServerConfig::default()
+        })
+    }
+}
+
+/// `vmm serve`: a management server with no domain until a client creates or defines one.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub mgmt: MgmtArgs,
+    /// Keep the persistent domain here (NAME.xml); without it a defined domain lives only
+    /// as long as the process.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// How vCPU threads are placed on host CPUs when the domain XML does not pin them.
+    #[arg(long, value_name = "POLICY", default_value = "auto", value_parser = config::parse_vcpu_placement)]
+    pub vcpu_placement: VcpuPlacement,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "warn", value_parser = parse_log_level)]
     pub log_level: log::LevelFilter,
@@ -203,32 +250,9 @@ impl RunArgs {
             )));
         }
         let text = std::fs::read_to_string(file).map_err(|e| at(describe_io_error(&e)))?;
-        let mut config = crate::xml_config::parse_domain_xml(&text).map_err(|e| at(e.0))?;
-        let files = [
-            ("<kernel>", &config.kernel_path()),
-            ("<initrd>", &config.initrd),
-        ];
-        for (element, path) in files {
-            if let Some(path) = path {
-                check_readable_file(path)
-                    .map_err(|e| at(format!("{element} {}: {e}", path.display())))?;
-            }
-        }
-        for disk in &config.disks {
-            check_readable_file(&disk.path)
-                .map_err(|e| at(format!("<disk> {}: {e}", disk.path.display())))?;
-        }
-        config::check_memory_size(config.memory, config::host_ram_bytes())
-            .map_err(|e| at(format!("<memory>: {e}")))?;
-        config.cpu_tune.placement = self.vcpu_placement;
-        config
-            .cpu_tune
-            .resolve(
-                config.cpus,
-                affinity::process_cpus(),
-                affinity::kvm_is_pvm(),
-            )
-            .map_err(at)?;
+        let mut config = crate::xml_config::read_domain(&text, self.vcpu_placement)
+            .map_err(at)?
+            .config;
         config.boot = self.boot;
         config.on_sigterm = self.on_sigterm;
         config.virtio_cmdline = self.virtio_cmdline || !config.acpi;
@@ -237,20 +261,7 @@ impl RunArgs {
 
     /// The management server's settings, if a socket was asked for.
     pub fn management(&self) -> Option<mgmt::ServerConfig> {
-        let socket = self.mgmt_socket.clone()?;
-        Some(mgmt::ServerConfig {
-            socket,
-            readonly_socket: self.mgmt_socket_ro.clone(),
-            socket_mode: self.mgmt_socket_mode,
-            max_clients: self.mgmt_max_clients as usize,
-            min_workers: self.mgmt_min_workers as usize,
-            max_workers: (self.mgmt_max_workers as usize).max(self.mgmt_min_workers as usize),
-            prio_workers: self.mgmt_prio_workers as usize,
-            max_client_requests: self.mgmt_max_client_requests as usize,
-            keepalive_interval: self.mgmt_keepalive_interval,
-            keepalive_count: self.mgmt_keepalive_count,
-            ..mgmt::ServerConfig::default()
-        })
+        self.mgmt.server_config()
     }
 
     fn cpu_tune(&self) -> Result<CpuTune, String> {
@@ -280,7 +291,7 @@ fn parse_log_level(text: &str) -> Result<log::LevelFilter, String> {
 }
 
 /// A file we can open for reading and that is not a directory.
-fn check_readable_file(path: &std::path::Path) -> Result<(), String> {
+pub fn check_readable_file(path: &std::path::Path) -> Result<(), String> {
     let file = std::fs::File::open(path).map_err(|e| describe_io_error(&e))?;
     let meta = file.metadata().map_err(|e| describe_io_error(&e))?;
     if meta.is_dir() {
@@ -308,7 +319,8 @@ mod tests {
 
     fn run_args(args: &[&str]) -> RunArgs {
         match parse(args).expect("valid arguments").command {
-            Command::Run(r) => r,
+            Command::Run(r) => *r,
+            Command::Serve(_) => panic!("not a run"),
         }
     }
 

@@ -5,7 +5,7 @@
 //! `Ctrl-A Ctrl-A` sends one Ctrl-A to the guest. Piped stdin is passed through untouched.
 
 use std::cell::RefCell;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -195,10 +195,15 @@ pub fn attach_stdin(aio: &AioContext, forwarder: StdinForwarder) -> Box<dyn FnMu
 }
 
 /// Runs `listeners` (the terminal's, the management console's) each time the guest empties
-/// the UART's receive FIFO, which `drained` signals.
-pub fn on_input_drained(aio: &AioContext, drained: EventFd, mut listeners: Vec<Box<dyn FnMut()>>) {
+/// the UART's receive FIFO, which `drained` signals. Returns the fd watched, if any (to
+/// unwatch it when the machine goes).
+pub fn on_input_drained(
+    aio: &AioContext,
+    drained: EventFd,
+    mut listeners: Vec<Box<dyn FnMut()>>,
+) -> Option<RawFd> {
     if listeners.is_empty() {
-        return;
+        return None;
     }
     let fd = drained.as_raw_fd();
     aio.set_fd_handler(
@@ -211,6 +216,7 @@ pub fn on_input_drained(aio: &AioContext, drained: EventFd, mut listeners: Vec<B
         })),
         None,
     );
+    Some(fd)
 }
 
 fn watch_stdin(aio: &AioContext, forwarder: Rc<RefCell<StdinForwarder>>) {

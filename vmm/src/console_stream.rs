@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use devices::legacy::Serial;
 use mgmt::rpc::error::{code as error_code, domain as error_domain};
@@ -56,7 +56,7 @@ pub enum OpenError {
 #[derive(Default)]
 pub struct ConsoleHub {
     state: Mutex<HubState>,
-    serial: OnceLock<Arc<Mutex<Serial>>>,
+    serial: Mutex<Option<Arc<Mutex<Serial>>>>,
 }
 
 impl ConsoleHub {
@@ -68,9 +68,22 @@ impl ConsoleHub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The UART whose receive FIFO client input goes to (set once the machine exists).
+    /// The UART whose receive FIFO client input goes to (set when a machine is built,
+    /// replaced by the next machine's).
     pub fn attach_serial(&self, serial: Arc<Mutex<Serial>>) {
-        let _ = self.serial.set(serial);
+        *self.serial.lock().unwrap_or_else(|p| p.into_inner()) = Some(serial);
+    }
+
+    /// The machine is gone: its UART goes with it.
+    pub fn detach_serial(&self) {
+        *self.serial.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn serial(&self) -> Option<Arc<Mutex<Serial>>> {
+        self.serial
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Wraps the configured console output so that every guest byte also reaches the session.
@@ -87,7 +100,7 @@ impl ConsoleHub {
         force: bool,
         waker: StreamWaker,
     ) -> Result<Arc<ConsoleSession>, OpenError> {
-        if self.serial.get().is_none() {
+        if self.serial().is_none() {
             return Err(OpenError::NoDevice);
         }
         let (id, previous) = {
@@ -237,7 +250,7 @@ impl StreamEndpoint for ConsoleSession {
                 _ => return data.len(),
             }
         }
-        let Some(serial) = self.hub.serial.get() else {
+        let Some(serial) = self.hub.serial() else {
             return data.len();
         };
         let taken = serial

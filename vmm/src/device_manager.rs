@@ -50,6 +50,10 @@ pub struct DeviceManager {
     /// their I/O threads schedule to put those requests on the used rings.
     completing: Arc<Mutex<Vec<Transport>>>,
     completion_bh: Arc<Bh>,
+    /// Every fd the loop watches for these devices (queue notifiers, taps): unwatched when
+    /// the machine goes, so that a managed process that boots the next machine keeps no
+    /// handler of the last one (nor the devices and memory it holds).
+    watched_fds: Vec<RawFd>,
 }
 
 impl DeviceManager {
@@ -70,6 +74,7 @@ impl DeviceManager {
             virtio: Vec::new(),
             completing,
             completion_bh,
+            watched_fds: Vec::new(),
         }
     }
 
@@ -148,6 +153,9 @@ impl DeviceManager {
         }
         let transport = Arc::new(Mutex::new(transport));
         self.insert_mmio(transport.clone(), window.base, window.size)?;
+        self.watched_fds
+            .extend(notifiers.iter().map(|(_, event)| event.as_raw_fd()));
+        self.watched_fds.extend(lock(&transport).device_event_fd());
         watch_notifications(&self.aio, &transport, notifiers);
         self.virtio.push(window);
         Ok(transport)
@@ -185,6 +193,14 @@ impl DeviceManager {
     pub fn reset(&self) {
         for device in &self.resettable {
             lock(device).reset();
+        }
+    }
+}
+
+impl Drop for DeviceManager {
+    fn drop(&mut self) {
+        for fd in &self.watched_fds {
+            self.aio.set_fd_handler(*fd, None, None);
         }
     }
 }

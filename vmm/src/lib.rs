@@ -9,8 +9,11 @@
 //! - `device_manager`: the devices' ports, MMIO windows, interrupts and reset, virtio ones
 //!   attached with their KVM irqfd/ioeventfds and main-loop handlers in one step.
 //! - `machine`: all of it assembled from a `config::VmConfig`; what the main loop drives.
-//! - `management`: the libvirt management server's view of the VM (mgmt::Hypervisor);
-//!   `domain_xml`: the VM as libvirt domain XML.
+//! - `host`: the one-domain host the libvirt management server talks to (mgmt::Hypervisor):
+//!   definitions, create/define/start/undefine; `management`: the running domain's side;
+//!   `state_dir`: where the persistent domain is stored; `launcher`: a managed process's
+//!   machines, built, run and torn down one after another on the main loop.
+//! - `domain_xml`, `xml_config`: the VM as libvirt domain XML, written and read.
 //! - `cli`, `console`, `logger`: the `vmm` launcher's command line, terminal and log output.
 
 pub mod affinity;
@@ -21,12 +24,15 @@ pub mod console;
 pub mod console_stream;
 pub mod device_manager;
 pub mod domain_xml;
+pub mod host;
+pub mod launcher;
 pub mod loader;
 pub mod logger;
 pub mod machine;
 pub mod main_loop;
 pub mod management;
 pub mod placement;
+pub mod state_dir;
 pub mod vcpu;
 pub mod vm;
 pub mod xml_config;

@@ -1,23 +1,27 @@
-//! `vmm`: the standalone launcher. `vmm run` boots one guest and exits when it ends.
+//! `vmm`: the standalone launcher. `vmm run` boots one guest and exits when it ends (or,
+//! managed, serves until a signal); `vmm serve` serves the libvirt protocol and boots what
+//! clients create or define.
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use devices::legacy::SerialOutput;
-use vmm::cli::{self, Cli, Command, RunArgs};
+use vmm::cli::{Cli, Command, RunArgs, ServeArgs};
 use vmm::config::{RunConfig, SerialConfig, SigtermAction, VmConfig};
 use vmm::console::{self, StdinForwarder};
 use vmm::console_stream::ConsoleHub;
+use vmm::host::Host;
+use vmm::launcher::{open_serial_output, Launcher};
 use vmm::machine::Machine;
-use vmm::main_loop::{signals, LoopExit, MainLoop, Requests, ShutdownAction, ShutdownCause};
-use vmm::management::ManagedDomain;
+use vmm::main_loop::{signals, LoopExit, MainLoop, ShutdownCause};
+use vmm::placement::VcpuPlacement;
+use vmm::state_dir::StateDir;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => ExitCode::from(run(&args)),
+        Command::Serve(args) => ExitCode::from(serve(&args)),
     }
 }
 
@@ -32,59 +36,49 @@ fn run(args: &RunArgs) -> u8 {
         Err(e) => return fail(&e),
     };
     vmm::logger::init(log_level);
-    // Before any thread exists, so that every thread inherits the blocked set and the
-    // signals reach only the main loop's signalfd.
-    if let Err(e) = signals::block_host_signals() {
-        return fail(&e.to_string());
-    }
-    let serial_out = match open_serial_output(&config) {
-        Ok(out) => out,
+    let main_loop = match start_main_loop() {
+        Ok(l) => l,
         Err(e) => return fail(&e),
     };
-    // A managed VM's console is also served over RPC (virsh console), unless it has none.
-    let console_hub =
-        (management.is_some() && config.serial != SerialConfig::None).then(ConsoleHub::new);
-    let serial_out = match &console_hub {
-        Some(hub) => hub.tee(serial_out),
-        None => serial_out,
-    };
-    let mut main_loop = match MainLoop::new() {
-        Ok(l) => l,
-        Err(e) => return fail(&format!("main loop: {e}")),
+    match management {
+        Some(server_config) => run_managed(main_loop, config, server_config, args.vcpu_placement),
+        None => run_standalone(main_loop, &config),
+    }
+}
+
+/// The main loop, with the host signals blocked first: every thread inherits the blocked
+/// set, so the signals reach only the loop's signalfd.
+fn start_main_loop() -> Result<MainLoop, String> {
+    signals::block_host_signals().map_err(|e| e.to_string())?;
+    MainLoop::new().map_err(|e| format!("main loop: {e}"))
+}
+
+/// No management: the guest's end is the process's end.
+fn run_standalone(mut main_loop: MainLoop, config: &VmConfig) -> u8 {
+    let serial_out = match open_serial_output(config) {
+        Ok(out) => out,
+        Err(e) => return fail(&e),
     };
     let requests = main_loop.requests();
     requests.set_no_reboot(config.no_reboot);
     requests.set_sigterm_powerdown(config.on_sigterm == SigtermAction::Powerdown);
-    let mut machine = match Machine::new(&config, main_loop.aio(), requests.clone(), serial_out) {
+    let mut machine = match Machine::new(config, main_loop.aio(), requests.clone(), serial_out) {
         Ok(m) => m,
         Err(e) => return fail(&e.to_string()),
     };
-    if let Some(hub) = &console_hub {
-        hub.attach_serial(machine.serial().clone());
-    }
-    // Kept alive until the VMM exits; dropping it removes the sockets.
-    let _management = match management {
-        Some(server_config) => {
-            let console = console_hub.clone();
-            match start_management(&mut main_loop, &config, &machine, server_config, console) {
-                Ok(server) => Some(server),
-                Err(e) => return fail(&e),
-            }
-        }
-        None => None,
-    };
     let mut drain_listeners: Vec<Box<dyn FnMut()>> = Vec::new();
     if config.serial == SerialConfig::Stdio {
-        match attach_stdin(&main_loop, &machine, requests) {
-            Ok(listener) => drain_listeners.push(listener),
+        let is_terminal = match console::enter_raw_mode() {
+            Ok(t) => t,
             Err(e) => return fail(&e),
-        }
-    }
-    if let Some(hub) = console_hub {
-        drain_listeners.push(Box::new(move || hub.input_drained()));
+        };
+        let forwarder = StdinForwarder::new(machine.serial().clone(), requests, is_terminal);
+        drain_listeners.push(console::attach_stdin(main_loop.aio(), forwarder));
     }
     match machine.serial_input_drained().try_clone() {
-        Ok(drained) => console::on_input_drained(main_loop.aio(), drained, drain_listeners),
+        Ok(drained) => {
+            console::on_input_drained(main_loop.aio(), drained, drain_listeners);
+        }
         Err(e) => return fail(&format!("console: {e}")),
     }
     main_loop.vm_start(&mut machine);
@@ -94,74 +88,96 @@ fn run(args: &RunArgs) -> u8 {
     exit_status(&exit)
 }
 
+/// Managed: the CLI's VM is the host's defined domain (kept in memory), booted at once. A
+/// guest poweroff or a destroy leaves it shut off and the process serving until a start or
+/// a host signal.
+fn run_managed(
+    main_loop: MainLoop,
+    config: VmConfig,
+    server_config: mgmt::ServerConfig,
+    placement: VcpuPlacement,
+) -> u8 {
+    let host = Host::new(main_loop.requests(), None, Some(config.clone()), placement);
+    let mut launcher = Launcher::new(main_loop, host.clone(), ConsoleHub::new(), true);
+    let mut first = match launcher.build(&config) {
+        Ok(run) => run,
+        Err(e) => return fail(&e),
+    };
+    let uri = virsh_uri(&server_config);
+    // Kept alive until the VMM exits; dropping it removes the sockets.
+    let _server = match start_server(&host, server_config) {
+        Ok(server) => server,
+        Err(e) => return fail(&e),
+    };
+    eprintln!("vmm: managing domain '{}': {uri}", config.name);
+    launcher.start(&mut first, false);
+    let exit = launcher.serve(Some(first));
+    console::restore_terminal();
+    exit_status(&exit)
+}
+
+/// `vmm serve`: no domain until a client creates or defines one (or the state directory
+/// holds one).
+fn serve(args: &ServeArgs) -> u8 {
+    vmm::logger::init(args.log_level);
+    let Some(server_config) = args.mgmt.server_config() else {
+        return fail("vmm serve needs --mgmt-socket PATH");
+    };
+    let store = match args.state_dir.as_deref().map(StateDir::open).transpose() {
+        Ok(store) => store,
+        Err(e) => return fail(&e),
+    };
+    let defined = match &store {
+        Some(store) => match Host::load_definition(store, args.vcpu_placement) {
+            Ok(defined) => defined,
+            Err(e) => return fail(&e),
+        },
+        None => None,
+    };
+    let main_loop = match start_main_loop() {
+        Ok(l) => l,
+        Err(e) => return fail(&e),
+    };
+    if let Some(config) = &defined {
+        eprintln!("vmm: domain '{}' is defined", config.name);
+    }
+    let host = Host::new(main_loop.requests(), store, defined, args.vcpu_placement);
+    let mut launcher = Launcher::new(main_loop, host.clone(), ConsoleHub::new(), false);
+    let uri = virsh_uri(&server_config);
+    let _server = match start_server(&host, server_config) {
+        Ok(server) => server,
+        Err(e) => return fail(&e),
+    };
+    eprintln!("vmm: serving libvirt: {uri}");
+    let exit = launcher.serve(None);
+    exit_status(&exit)
+}
+
+/// Serves the libvirt protocol for `host`.
+fn start_server(
+    host: &Arc<Host>,
+    server_config: mgmt::ServerConfig,
+) -> Result<Arc<mgmt::RemoteServer>, String> {
+    let server = Arc::new(
+        mgmt::RemoteServer::start(server_config, host.clone())
+            .map_err(|e| format!("--mgmt-socket: {e}"))?,
+    );
+    host.set_server(server.clone());
+    Ok(server)
+}
+
+/// How to reach the server with virsh.
+fn virsh_uri(server_config: &mgmt::ServerConfig) -> String {
+    format!(
+        "virsh -c 'qemu+unix:///system?socket={}'",
+        server_config.socket.display()
+    )
+}
+
 fn fail(message: &str) -> u8 {
     console::restore_terminal();
     eprintln!("vmm: {message}");
     1
-}
-
-/// The console's output: each guest byte is one write(2), unbuffered, like the peers.
-fn open_serial_output(config: &VmConfig) -> Result<Box<dyn Write + Send>, String> {
-    let output = match &config.serial {
-        SerialConfig::Stdio => SerialOutput::Stdout,
-        SerialConfig::File(path) => SerialOutput::File(path.clone()),
-        SerialConfig::None => SerialOutput::Sink,
-    };
-    output.open().map_err(|e| match &config.serial {
-        SerialConfig::File(path) => format!(
-            "--serial file={}: {}",
-            path.display(),
-            cli::describe_io_error(&e.source)
-        ),
-        _ => format!(
-            "cannot use stdout for the console: {}",
-            cli::describe_io_error(&e.source)
-        ),
-    })
-}
-
-/// Feeds stdin to the UART from the main loop; the terminal goes raw if it is one. Returns
-/// what to run when the guest drains the UART's input.
-fn attach_stdin(
-    main_loop: &MainLoop,
-    machine: &Machine,
-    requests: Arc<Requests>,
-) -> Result<Box<dyn FnMut()>, String> {
-    let is_terminal = console::enter_raw_mode()?;
-    let forwarder = StdinForwarder::new(machine.serial().clone(), requests, is_terminal);
-    Ok(console::attach_stdin(main_loop.aio(), forwarder))
-}
-
-/// Serves the libvirt protocol. A managed VM outlives its guest: a guest poweroff or a
-/// destroy leaves it shut off and the process serving until a start or a host signal.
-fn start_management(
-    main_loop: &mut MainLoop,
-    config: &VmConfig,
-    machine: &Machine,
-    server_config: mgmt::ServerConfig,
-    console: Option<Arc<ConsoleHub>>,
-) -> Result<Arc<mgmt::RemoteServer>, String> {
-    let socket = server_config.socket.clone();
-    let domain = ManagedDomain::new(
-        config,
-        main_loop.requests(),
-        machine.pinning().clone(),
-        machine.vcpu_threads(),
-        machine.device_stats().clone(),
-        console,
-    );
-    let server = Arc::new(
-        mgmt::RemoteServer::start(server_config, domain.clone())
-            .map_err(|e| format!("--mgmt-socket: {e}"))?,
-    );
-    main_loop.set_shutdown_action(ShutdownAction::Pause);
-    main_loop.add_event_listener(domain.event_listener(server.clone()));
-    eprintln!(
-        "vmm: managing domain '{}': virsh -c 'qemu+unix:///system?socket={}'",
-        config.name,
-        socket.display()
-    );
-    Ok(server)
 }
 
 /// How the guest ended, as a process exit status.

@@ -8,8 +8,7 @@ use std::time::Duration;
 use mgmt::cpuset::CpuSet;
 use mgmt::remote::protocol::{DomainState, Lifecycle};
 use mgmt::remote::{
-    CpuTimes, DiskStats, DomainRef, DomainStatus, Hypervisor, InterfaceStats, RemoteServer,
-    VcpuInfo,
+    CpuTimes, DiskStats, DomainRef, DomainStatus, InterfaceStats, RemoteServer, VcpuInfo,
 };
 use mgmt::rpc::error::{code as error_code, domain as error_domain};
 use mgmt::rpc::{RemoteError, StreamEndpoint, StreamWaker};
@@ -60,7 +59,7 @@ pub struct ManagedDomain {
     job: Mutex<()>,
 }
 
-fn invalid(message: &str) -> RemoteError {
+pub(crate) fn invalid(message: &str) -> RemoteError {
     RemoteError::new(
         error_code::OPERATION_INVALID,
         error_domain::QEMU,
@@ -71,7 +70,7 @@ fn invalid(message: &str) -> RemoteError {
 /// Total CPU time of this process (all threads; vCPU threads dominate while the guest runs).
 /// The process CPU clock is one system call with nanosecond resolution, cheaper than
 /// getrusage, which also gathers what nobody reads here.
-fn cpu_time_ns() -> u64 {
+pub(crate) fn cpu_time_ns() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -81,6 +80,13 @@ fn cpu_time_ns() -> u64 {
         return 0;
     }
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// This binary, as `<emulator>` names it.
+pub(crate) fn emulator_path() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "vmm".into())
 }
 
 /// Resident pages from /proc/self/statm's second field.
@@ -118,7 +124,7 @@ fn disk_sizes(path: &std::path::Path) -> (u64, u64, u64) {
     }
 }
 
-fn operation_failed(message: impl std::fmt::Display) -> RemoteError {
+pub(crate) fn operation_failed(message: impl std::fmt::Display) -> RemoteError {
     RemoteError::new(
         error_code::OPERATION_FAILED,
         error_domain::QEMU,
@@ -135,6 +141,8 @@ fn invalid_arg(message: impl std::fmt::Display) -> RemoteError {
 }
 
 impl ManagedDomain {
+    /// `runs_before`: how many runs the host has had (ids count runs from 1, across the
+    /// process's machines, as libvirt's count across a domain's starts).
     pub fn new(
         config: &VmConfig,
         requests: Arc<Requests>,
@@ -142,6 +150,7 @@ impl ManagedDomain {
         vcpus: VcpuThreads,
         stats: DeviceStats,
         console: Option<Arc<ConsoleHub>>,
+        runs_before: i32,
     ) -> Arc<ManagedDomain> {
         Arc::new(ManagedDomain {
             config: config.clone(),
@@ -152,7 +161,7 @@ impl ManagedDomain {
             console,
             book: Mutex::new(Bookkeeping {
                 id: -1,
-                runs: 0,
+                runs: runs_before,
                 running_reason: RUNNING_BOOTED,
                 shutoff_reason: SHUTOFF_SHUTDOWN,
                 pending_cause: None,
@@ -161,11 +170,25 @@ impl ManagedDomain {
         })
     }
 
+    pub fn config(&self) -> &VmConfig {
+        &self.config
+    }
+
+    /// How the last run ended (virDomainShutoffReason).
+    pub fn shutoff_reason(&self) -> i32 {
+        self.book().shutoff_reason
+    }
+
+    /// The runs so far, this one included once it has booted.
+    pub fn runs(&self) -> i32 {
+        self.book().runs
+    }
+
     fn book(&self) -> MutexGuard<'_, Bookkeeping> {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn domain_ref(&self) -> DomainRef {
+    pub fn domain_ref(&self) -> DomainRef {
         DomainRef {
             name: self.config.name.clone(),
             uuid: self.config.uuid,
@@ -280,16 +303,8 @@ impl ManagedDomain {
         }
     }
 
-    /// Turns main-loop events into libvirt lifecycle events. Runs on the main-loop thread.
-    pub fn event_listener(
-        self: &Arc<Self>,
-        server: Arc<RemoteServer>,
-    ) -> Box<dyn Fn(&Event) + Send> {
-        let domain = self.clone();
-        Box::new(move |event| domain.on_event(&server, event))
-    }
-
-    fn on_event(&self, server: &RemoteServer, event: &Event) {
+    /// Turns a main-loop event into libvirt lifecycle events. Runs on the main-loop thread.
+    pub fn on_event(&self, server: &RemoteServer, event: &Event) {
         let lifecycle: Vec<Lifecycle> = match *event {
             Event::Shutdown { cause } => {
                 self.book().pending_cause = Some(cause);
@@ -361,8 +376,9 @@ impl ManagedDomain {
     }
 }
 
-impl Hypervisor for ManagedDomain {
-    fn status(&self) -> DomainStatus {
+/// What the host (`host::Host`) asks of the running domain.
+impl ManagedDomain {
+    pub fn status(&self) -> DomainStatus {
         let (state, reason) = self.state_and_reason(self.requests.state());
         let memory_kib = self.config.memory / 1024;
         DomainStatus {
@@ -372,24 +388,22 @@ impl Hypervisor for ManagedDomain {
             max_memory_kib: memory_kib,
             memory_kib,
             vcpus: u32::from(self.config.cpus),
+            persistent: false,
         }
     }
 
-    fn cpu_time_ns(&self) -> u64 {
+    pub fn cpu_time_ns(&self) -> u64 {
         cpu_time_ns()
     }
 
-    fn xml(&self, inactive: bool) -> String {
+    pub fn xml(&self, inactive: bool) -> String {
         let mut config = self.config.clone();
         config.no_reboot = self.requests.no_reboot();
-        let emulator = std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "vmm".into());
         let live = (!inactive && self.status().is_active()).then(|| self.live_facts());
-        domain_xml(&config, live.as_ref(), &emulator)
+        domain_xml(&config, live.as_ref(), &emulator_path())
     }
 
-    fn suspend(&self) -> Result<(), RemoteError> {
+    pub fn suspend(&self) -> Result<(), RemoteError> {
         let _job = self.job();
         match self.require_active()? {
             RunState::Running => {}
@@ -403,7 +417,7 @@ impl Hypervisor for ManagedDomain {
         )
     }
 
-    fn resume(&self) -> Result<(), RemoteError> {
+    pub fn resume(&self) -> Result<(), RemoteError> {
         let _job = self.job();
         match self.require_active()? {
             RunState::Paused | RunState::Debug | RunState::Prelaunch => {}
@@ -415,7 +429,7 @@ impl Hypervisor for ManagedDomain {
 
     /// Presses the power button and returns, as libvirt does: the guest may take its time,
     /// or ignore it (destroy still works).
-    fn shutdown(&self) -> Result<(), RemoteError> {
+    pub fn shutdown(&self) -> Result<(), RemoteError> {
         let _job = self.job();
         self.require_running()?;
         self.press_power_button(|r| r.powerdown_request())
@@ -423,13 +437,13 @@ impl Hypervisor for ManagedDomain {
 
     /// libvirt's QEMU driver through ACPI: press the power button, and when the guest has
     /// powered off, reset and run it again (same domain id; a reboot event, not a stop).
-    fn reboot(&self) -> Result<(), RemoteError> {
+    pub fn reboot(&self) -> Result<(), RemoteError> {
         let _job = self.job();
         self.require_running()?;
         self.press_power_button(|r| r.reboot_request())
     }
 
-    fn reset(&self) -> Result<(), RemoteError> {
+    pub fn reset(&self) -> Result<(), RemoteError> {
         let _job = self.job();
         let state = self.require_active()?;
         self.carry_out(
@@ -441,41 +455,19 @@ impl Hypervisor for ManagedDomain {
 
     /// Stops the VM first and takes the job after, as libvirt kills before it begins the job:
     /// destroy never waits behind another call that is stuck.
-    fn inject_nmi(&self) -> Result<(), RemoteError> {
+    pub fn inject_nmi(&self) -> Result<(), RemoteError> {
         self.require_active()?;
         self.vcpus.inject_nmi().map_err(operation_failed)
     }
 
-    fn destroy(&self) -> Result<(), RemoteError> {
+    pub fn destroy(&self) -> Result<(), RemoteError> {
         self.require_active()?;
         let ticket = self.requests.shutdown_request(ShutdownCause::HostQmpQuit);
         let _job = self.job();
         self.await_handled(ticket, RunState::Shutdown, "stop")
     }
 
-    fn create(&self, paused: bool) -> Result<(), RemoteError> {
-        let _job = self.job();
-        if !matches!(
-            self.requests.state(),
-            RunState::Shutdown | RunState::InternalError
-        ) {
-            return Err(invalid("domain is already running"));
-        }
-        // Reset (reload the boot images; the VM waits in prelaunch), then run or stay paused.
-        self.requests
-            .reset_request(ShutdownCause::HostQmpSystemReset);
-        if paused {
-            self.carry_out(
-                |r| r.vmstop_request(RunState::Paused),
-                RunState::Paused,
-                "start",
-            )
-        } else {
-            self.carry_out(|r| r.vm_start_request(), RunState::Running, "start")
-        }
-    }
-
-    fn vcpu_info(&self) -> Result<Vec<VcpuInfo>, RemoteError> {
+    pub fn vcpu_info(&self) -> Result<Vec<VcpuInfo>, RemoteError> {
         (0..self.pinning.vcpu_count())
             .map(|index| {
                 let stats = self.pinning.vcpu_stats(index).map_err(operation_failed)?;
@@ -492,13 +484,13 @@ impl Hypervisor for ManagedDomain {
             .collect()
     }
 
-    fn vcpu_affinities(&self) -> Result<Vec<CpuSet>, RemoteError> {
+    pub fn vcpu_affinities(&self) -> Result<Vec<CpuSet>, RemoteError> {
         (0..self.pinning.vcpu_count())
             .map(|index| self.pinning.vcpu_affinity(index).map_err(operation_failed))
             .collect()
     }
 
-    fn pin_vcpu(&self, vcpu: u32, cpus: &CpuSet) -> Result<(), RemoteError> {
+    pub fn pin_vcpu(&self, vcpu: u32, cpus: &CpuSet) -> Result<(), RemoteError> {
         let _job = self.job();
         self.pinning.policy().check(cpus).map_err(invalid_arg)?;
         self.pinning
@@ -507,11 +499,7 @@ impl Hypervisor for ManagedDomain {
             .map_err(operation_failed)
     }
 
-    fn max_vcpus(&self) -> u32 {
-        u32::from(crate::config::MAX_VCPUS)
-    }
-
-    fn disks(&self) -> Vec<DiskStats> {
+    pub fn disks(&self) -> Vec<DiskStats> {
         self.config
             .disks
             .iter()
@@ -540,7 +528,7 @@ impl Hypervisor for ManagedDomain {
             .collect()
     }
 
-    fn interfaces(&self) -> Vec<InterfaceStats> {
+    pub fn interfaces(&self) -> Vec<InterfaceStats> {
         self.config
             .nets
             .iter()
@@ -563,7 +551,7 @@ impl Hypervisor for ManagedDomain {
             .collect()
     }
 
-    fn cpu_times(&self) -> CpuTimes {
+    pub fn cpu_times(&self) -> CpuTimes {
         let (user, system) = std::fs::read_to_string("/proc/self/stat")
             .ok()
             .and_then(|s| user_system_ticks(&s))
@@ -576,14 +564,14 @@ impl Hypervisor for ManagedDomain {
         }
     }
 
-    fn rss_kib(&self) -> u64 {
+    pub fn rss_kib(&self) -> u64 {
         std::fs::read_to_string("/proc/self/statm")
             .ok()
             .and_then(|s| rss_pages(&s))
             .map_or(0, |pages| pages * page_size() / 1024)
     }
 
-    fn open_console(
+    pub fn open_console(
         &self,
         device: Option<&str>,
         force: bool,
@@ -614,11 +602,11 @@ impl Hypervisor for ManagedDomain {
         }
     }
 
-    fn emulator_affinity(&self) -> Result<CpuSet, RemoteError> {
+    pub fn emulator_affinity(&self) -> Result<CpuSet, RemoteError> {
         self.pinning.emulator_affinity().map_err(operation_failed)
     }
 
-    fn pin_emulator(&self, cpus: &CpuSet) -> Result<(), RemoteError> {
+    pub fn pin_emulator(&self, cpus: &CpuSet) -> Result<(), RemoteError> {
         let _job = self.job();
         self.pinning.policy().check(cpus).map_err(invalid_arg)?;
         self.pinning.pin_emulator(cpus).map_err(operation_failed)
@@ -647,6 +635,7 @@ mod tests {
             crate::vcpu::VcpuThreads::none(),
             DeviceStats::default(),
             None,
+            0,
         );
         let stuck_call = domain.job();
         let destroyer = {

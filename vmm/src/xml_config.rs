@@ -10,11 +10,14 @@ use std::path::PathBuf;
 use devices::virtio::{BlockConfig, NetConfig};
 use roxmltree::{Document, Node};
 
+use crate::affinity;
+use crate::cli::check_readable_file;
 use crate::config::{
     self, parse_cpu_list, parse_cpus, parse_name, parse_uuid, KernelSource, ParseError,
     SerialConfig, VmConfig,
 };
 use crate::domain_xml::disk_target;
+use crate::placement::VcpuPlacement;
 
 /// The largest document read (libvirt's own limit for a domain XML is 10 MiB; ours is
 /// smaller because a one-domain VMM never needs more).
@@ -116,6 +119,48 @@ fn memory_bytes(node: Node) -> Result<u64, ParseError> {
 /// Reads a domain document. Paths are not opened here: the machine opens them and reports
 /// what is missing, as it does for the CLI's.
 pub fn parse_domain_xml(xml: &str) -> Result<VmConfig, ParseError> {
+    parse_document(xml).map(|document| document.config)
+}
+
+/// A domain document read, and whether it named its UUID (a define without one adopts the
+/// defined domain's, as virsh's users expect when they edit by name).
+pub struct DomainDocument {
+    pub config: VmConfig,
+    pub has_uuid: bool,
+}
+
+/// Reads a domain document and checks what the machine will need of this host, as the CLI
+/// checks its flags: the files can be read, the memory fits, the vCPU placement resolves
+/// under `placement`. Errors name the element.
+pub fn read_domain(xml: &str, placement: VcpuPlacement) -> Result<DomainDocument, String> {
+    let mut document = parse_document(xml).map_err(|e| e.0)?;
+    let config = &mut document.config;
+    let files = [
+        ("<kernel>", config.kernel_path()),
+        ("<initrd>", config.initrd.clone()),
+    ];
+    for (element, path) in files {
+        if let Some(path) = path {
+            check_readable_file(&path).map_err(|e| format!("{element} {}: {e}", path.display()))?;
+        }
+    }
+    for disk in &config.disks {
+        check_readable_file(&disk.path)
+            .map_err(|e| format!("<disk> {}: {e}", disk.path.display()))?;
+    }
+    config::check_memory_size(config.memory, config::host_ram_bytes())
+        .map_err(|e| format!("<memory>: {e}"))?;
+    config.cpu_tune.placement = placement;
+    config.cpu_tune.resolve(
+        config.cpus,
+        affinity::process_cpus(),
+        affinity::kvm_is_pvm(),
+    )?;
+    config.virtio_cmdline = !config.acpi;
+    Ok(document)
+}
+
+fn parse_document(xml: &str) -> Result<DomainDocument, ParseError> {
     if xml.len() > XML_MAX {
         return fail(format!(
             "the domain XML is {} bytes; at most {XML_MAX} are read",
@@ -134,6 +179,7 @@ pub fn parse_domain_xml(xml: &str) -> Result<VmConfig, ParseError> {
         ..VmConfig::default()
     };
     let mut name = None;
+    let mut has_uuid = false;
     let mut current_memory = None;
     for child in children(
         domain,
@@ -156,7 +202,10 @@ pub fn parse_domain_xml(xml: &str) -> Result<VmConfig, ParseError> {
     )? {
         match child.tag_name().name() {
             "name" => name = Some(parse_name(&text(child))?),
-            "uuid" => config.uuid = parse_uuid(&text(child))?,
+            "uuid" => {
+                config.uuid = parse_uuid(&text(child))?;
+                has_uuid = true;
+            }
             // Free text for people; nothing to honour.
             "title" | "description" => {}
             "memory" => config.memory = memory_bytes(child)?,
@@ -203,7 +252,7 @@ pub fn parse_domain_xml(xml: &str) -> Result<VmConfig, ParseError> {
             "<vcpupin vcpu='{vcpu}'> names a vCPU the domain does not have"
         ));
     }
-    Ok(config)
+    Ok(DomainDocument { config, has_uuid })
 }
 
 fn read_cputune(node: Node, config: &mut VmConfig) -> Result<(), ParseError> {

@@ -35,6 +35,8 @@ pub struct DomainStatus {
     pub max_memory_kib: u64,
     pub memory_kib: u64,
     pub vcpus: u32,
+    /// Defined (stored, outlives a stop) rather than transient.
+    pub persistent: bool,
 }
 
 impl DomainStatus {

@@ -104,7 +104,9 @@ pub fn get_all_domain_stats(
     } else {
         stats & SUPPORTED
     };
-    let status = call.status();
+    let Some(status) = call.status() else {
+        return Ok(Vec::new());
+    };
     let named = doms.0.is_empty() || doms.0.iter().any(|d| d.uuid == status.domain.uuid);
     if !named || !filters::matches(&status, flags & filters::ALL) {
         return Ok(Vec::new());

@@ -24,9 +24,8 @@ pub const NO_CHECKPOINT: u32 = 1 << 15;
 /// Every filter bit.
 pub const ALL: u32 = (1 << 16) - 1;
 
-/// What the filters ask about a domain beyond its status: this VMM's domain is persistent
-/// (it outlives a stop), never autostarts, and has no managed save, snapshot or checkpoint.
-const IS_PERSISTENT: bool = true;
+/// What the filters ask about a domain beyond its status: this VMM's domain never
+/// autostarts, and has no managed save, snapshot or checkpoint.
 const HAS_AUTOSTART: bool = false;
 const HAS_MANAGED_SAVE: bool = false;
 const HAS_SNAPSHOTS: bool = false;
@@ -51,7 +50,7 @@ pub fn matches(status: &DomainStatus, flags: u32) -> bool {
         };
     state_ok
         && group(flags, ACTIVE, INACTIVE, status.is_active())
-        && group(flags, PERSISTENT, TRANSIENT, IS_PERSISTENT)
+        && group(flags, PERSISTENT, TRANSIENT, status.persistent)
         && group(flags, MANAGEDSAVE, NO_MANAGEDSAVE, HAS_MANAGED_SAVE)
         && group(flags, AUTOSTART, NO_AUTOSTART, HAS_AUTOSTART)
         && group(flags, HAS_SNAPSHOT, NO_SNAPSHOT, HAS_SNAPSHOTS)
@@ -75,6 +74,7 @@ mod tests {
             max_memory_kib: 1,
             memory_kib: 1,
             vcpus: 1,
+            persistent: true,
         }
     }
 
@@ -103,5 +103,11 @@ mod tests {
             NO_CHECKPOINT | NO_SNAPSHOT | NO_MANAGEDSAVE
         ));
         assert!(matches(&running, ACTIVE | INACTIVE));
+        let transient = DomainStatus {
+            persistent: false,
+            ..running
+        };
+        assert!(matches(&transient, TRANSIENT));
+        assert!(!matches(&transient, PERSISTENT));
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::domain::DomainStatus;
+use super::domain::{DomainRef, DomainStatus};
 use crate::cpuset::CpuSet;
 use crate::rpc::{RemoteError, StreamEndpoint, StreamWaker};
 
@@ -71,8 +71,9 @@ pub struct CpuTimes {
 pub trait Hypervisor: Send + Sync {
     /// The most vCPUs a domain can have here (CONNECT_GET_MAX_VCPUS).
     fn max_vcpus(&self) -> u32;
-    /// A snapshot of the domain (cheap: every domain call looks the domain up through it).
-    fn status(&self) -> DomainStatus;
+    /// A snapshot of the domain (cheap: every domain call looks the domain up through it);
+    /// None while the host has none (nothing defined, nothing running).
+    fn status(&self) -> Option<DomainStatus>;
     /// CPU time the domain has used, for virDomainGetInfo only (it costs a system call).
     fn cpu_time_ns(&self) -> u64;
     /// libvirt domain XML describing the real configuration; `inactive`: as the next start
@@ -89,8 +90,16 @@ pub trait Hypervisor: Send + Sync {
     fn inject_nmi(&self) -> Result<(), RemoteError>;
     /// Hard stop; the process keeps serving with the domain shut off.
     fn destroy(&self) -> Result<(), RemoteError>;
-    /// Boots the domain again from its configuration (optionally paused).
+    /// Boots the defined domain from its configuration (optionally paused).
     fn create(&self, paused: bool) -> Result<(), RemoteError>;
+    /// Boots a domain from domain XML (virDomainCreateXML): transient, unless it is the
+    /// defined one, which then runs this configuration once.
+    fn create_xml(&self, xml: &str, paused: bool) -> Result<DomainRef, RemoteError>;
+    /// Stores domain XML as the persistent domain (virDomainDefineXML). A running domain
+    /// keeps its configuration until its next start.
+    fn define_xml(&self, xml: &str) -> Result<DomainRef, RemoteError>;
+    /// Forgets the persistent domain (virDomainUndefine).
+    fn undefine(&self) -> Result<(), RemoteError>;
     /// The vCPU threads: where each runs and may run, and its CPU time.
     fn vcpu_info(&self) -> Result<Vec<VcpuInfo>, RemoteError>;
     /// The real affinity of each vCPU thread, in vCPU order.

@@ -76,5 +76,5 @@ pub fn create_with_flags(
 ) -> Result<DomainRef, RemoteError> {
     call.domain(&dom)?;
     call.hypervisor.create(flags.has(START_PAUSED))?;
-    Ok(call.status().domain)
+    Ok(call.domain(&dom)?.domain)
 }

@@ -4,7 +4,8 @@
 //!
 //! - `procedures`: the table, one procedure a line; `program`: dispatch, access checks and
 //!   the typed bridge to handlers; `args`: argument types (bounded strings, flags).
-//! - Handlers by area: `connect` (connection), `node` (host data: capabilities, stats, free
+//! - Handlers by area: `connect` (connection), `definitions` (create, define, undefine
+//!   from domain XML), `node` (host data: capabilities, stats, free
 //!   memory, sysinfo), `queries`, `lifecycle`, `cpus`, `events`, `stats` (per-device and
 //!   domain statistics), `domstats` (the grouped statistics), `console` (the console
 //!   stream), `unsupported`.
@@ -16,6 +17,7 @@ mod args;
 mod connect;
 mod console;
 mod cpus;
+mod definitions;
 pub mod domain;
 mod domstats;
 mod errors;

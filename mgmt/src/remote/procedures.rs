@@ -6,7 +6,8 @@ use super::program::attr::{BARRIER, BEFORE_OPEN, INLINE, MUTATING, PRIORITY};
 use super::program::{procedure, Procedure};
 use super::protocol::procedure as p;
 use super::{
-    connect, console, cpus, domstats, events, lifecycle, node, queries, stats, unsupported,
+    connect, console, cpus, definitions, domstats, events, lifecycle, node, queries, stats,
+    unsupported,
 };
 
 #[rustfmt::skip]
@@ -19,6 +20,8 @@ pub static PROCEDURES: &[Procedure] = &[
     procedure!(p::NODE_GET_INFO, "virNodeGetInfo", connect::node_get_info),
     procedure!(p::CONNECT_GET_CAPABILITIES, "virConnectGetCapabilities", node::get_capabilities),
     procedure!(p::DOMAIN_CREATE, "virDomainCreate", lifecycle::create, MUTATING),
+    procedure!(p::DOMAIN_CREATE_XML, "virDomainCreateXML", definitions::create_xml, MUTATING),
+    procedure!(p::DOMAIN_DEFINE_XML, "virDomainDefineXML", definitions::define_xml, MUTATING),
     procedure!(p::DOMAIN_DESTROY, "virDomainDestroy", lifecycle::destroy, MUTATING | PRIORITY),
     procedure!(p::DOMAIN_GET_XML_DESC, "virDomainGetXMLDesc", queries::get_xml_desc),
     procedure!(p::DOMAIN_GET_AUTOSTART, "virDomainGetAutostart", queries::get_autostart, INLINE),
@@ -37,6 +40,7 @@ pub static PROCEDURES: &[Procedure] = &[
     procedure!(p::DOMAIN_RESUME, "virDomainResume", lifecycle::resume, MUTATING),
     procedure!(p::DOMAIN_SHUTDOWN, "virDomainShutdown", lifecycle::shutdown, MUTATING),
     procedure!(p::DOMAIN_SUSPEND, "virDomainSuspend", lifecycle::suspend, MUTATING),
+    procedure!(p::DOMAIN_UNDEFINE, "virDomainUndefine", definitions::undefine, MUTATING),
     procedure!(p::CONNECT_LIST_DOMAINS, "virConnectListDomains", queries::list_domains, INLINE),
     procedure!(p::CONNECT_NUM_OF_DOMAINS, "virConnectNumOfDomains", queries::num_of_domains, INLINE),
     procedure!(p::CONNECT_GET_HOSTNAME, "virConnectGetHostname", connect::get_hostname),
@@ -68,6 +72,7 @@ pub static PROCEDURES: &[Procedure] = &[
     procedure!(p::NODE_GET_MEMORY_STATS, "virNodeGetMemoryStats", node::get_memory_stats),
     procedure!(p::DOMAIN_GET_CONTROL_INFO, "virDomainGetControlInfo", stats::control_info, INLINE),
     procedure!(p::DOMAIN_GET_VCPU_PIN_INFO, "virDomainGetVcpuPinInfo", cpus::get_vcpu_pin_info),
+    procedure!(p::DOMAIN_UNDEFINE_FLAGS, "virDomainUndefineFlags", definitions::undefine_flags, MUTATING),
     procedure!(p::DOMAIN_DESTROY_FLAGS, "virDomainDestroyFlags", lifecycle::destroy_flags, MUTATING | PRIORITY),
     procedure!(p::DOMAIN_BLOCK_STATS_FLAGS, "virDomainBlockStatsFlags", stats::block_stats_flags),
     procedure!(p::DOMAIN_RESET, "virDomainReset", lifecycle::reset, MUTATING),
@@ -83,6 +88,7 @@ pub static PROCEDURES: &[Procedure] = &[
     procedure!(p::CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY, "virConnectDomainEventDeregisterAny", events::deregister_any),
     procedure!(p::CONNECT_GET_DOMAIN_CAPABILITIES, "virConnectGetDomainCapabilities", node::get_domain_capabilities),
     procedure!(p::CONNECT_GET_ALL_DOMAIN_STATS, "virConnectGetAllDomainStats", domstats::get_all_domain_stats),
+    procedure!(p::DOMAIN_DEFINE_XML_FLAGS, "virDomainDefineXMLFlags", definitions::define_xml_flags, MUTATING),
     procedure!(p::CONNECT_REGISTER_CLOSE_CALLBACK, "virConnectRegisterCloseCallback", connect::no_op),
     procedure!(p::CONNECT_UNREGISTER_CLOSE_CALLBACK, "virConnectUnregisterCloseCallback", connect::no_op),
     procedure!(p::DOMAIN_GET_MESSAGES, "virDomainGetMessages", queries::get_messages, INLINE),

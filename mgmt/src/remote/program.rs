@@ -23,21 +23,22 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
-    pub fn status(&self) -> DomainStatus {
+    /// The domain's snapshot; None while this host has no domain.
+    pub fn status(&self) -> Option<DomainStatus> {
         self.hypervisor.status()
     }
 
     /// Checks that a `remote_nonnull_domain` argument names our domain (by UUID, as
     /// libvirtd does: the id a client echoes back may be stale), and returns its status.
     pub fn domain(&self, asked: &DomainRef) -> Result<DomainStatus, RemoteError> {
-        let status = self.status();
-        if asked.uuid != status.domain.uuid {
+        let status = self.status().filter(|s| s.domain.uuid == asked.uuid);
+        let Some(status) = status else {
             return Err(no_domain(format!(
                 "no domain with matching uuid '{}' ({})",
                 format_uuid(&asked.uuid),
                 asked.name
             )));
-        }
+        };
         Ok(status)
     }
 }

@@ -16,6 +16,8 @@ pub mod procedure {
     pub const NODE_GET_INFO: i32 = 6;
     pub const CONNECT_GET_CAPABILITIES: i32 = 7;
     pub const DOMAIN_CREATE: i32 = 9;
+    pub const DOMAIN_CREATE_XML: i32 = 10;
+    pub const DOMAIN_DEFINE_XML: i32 = 11;
     pub const DOMAIN_DESTROY: i32 = 12;
     pub const DOMAIN_GET_XML_DESC: i32 = 14;
     pub const DOMAIN_GET_AUTOSTART: i32 = 15;
@@ -34,6 +36,7 @@ pub mod procedure {
     pub const DOMAIN_RESUME: i32 = 28;
     pub const DOMAIN_SHUTDOWN: i32 = 33;
     pub const DOMAIN_SUSPEND: i32 = 34;
+    pub const DOMAIN_UNDEFINE: i32 = 35;
     pub const CONNECT_LIST_DOMAINS: i32 = 37;
     pub const CONNECT_NUM_OF_DOMAINS: i32 = 51;
     pub const CONNECT_GET_HOSTNAME: i32 = 59;
@@ -65,6 +68,7 @@ pub mod procedure {
     pub const NODE_GET_MEMORY_STATS: i32 = 228;
     pub const DOMAIN_GET_CONTROL_INFO: i32 = 229;
     pub const DOMAIN_GET_VCPU_PIN_INFO: i32 = 230;
+    pub const DOMAIN_UNDEFINE_FLAGS: i32 = 231;
     pub const DOMAIN_DESTROY_FLAGS: i32 = 234;
     pub const DOMAIN_BLOCK_STATS_FLAGS: i32 = 243;
     pub const DOMAIN_RESET: i32 = 245;
@@ -82,6 +86,7 @@ pub mod procedure {
     pub const DOMAIN_EVENT_CALLBACK_REBOOT: i32 = 319;
     pub const CONNECT_GET_DOMAIN_CAPABILITIES: i32 = 342;
     pub const CONNECT_GET_ALL_DOMAIN_STATS: i32 = 344;
+    pub const DOMAIN_DEFINE_XML_FLAGS: i32 = 350;
     pub const CONNECT_REGISTER_CLOSE_CALLBACK: i32 = 360;
     pub const CONNECT_UNREGISTER_CLOSE_CALLBACK: i32 = 361;
     pub const DOMAIN_GET_MESSAGES: i32 = 426;
@@ -94,7 +99,7 @@ pub const FEATURE_REMOTE_CLOSE_CALLBACK: i32 = 15;
 
 /// CONNECT_OPEN flag: read-only connection.
 pub const CONNECT_RO: u32 = 1;
-/// DOMAIN_CREATE_WITH_FLAGS flag: start paused.
+/// DOMAIN_CREATE_WITH_FLAGS and DOMAIN_CREATE_XML flag: start paused.
 pub const START_PAUSED: u32 = 1;
 
 /// Event IDs 0..EVENT_ID_LAST are valid registrations in libvirt 9.0.
@@ -130,6 +135,9 @@ pub enum DomainState {
 /// virDomainEventType and the detail values we use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lifecycle {
+    DefinedAdded,
+    DefinedUpdated,
+    UndefinedRemoved,
     StartedBooted,
     SuspendedPaused,
     ResumedUnpaused,
@@ -144,6 +152,9 @@ impl Lifecycle {
     /// (event, detail) as sent on the wire.
     pub fn wire(self) -> (i32, i32) {
         match self {
+            Lifecycle::DefinedAdded => (0, 0),
+            Lifecycle::DefinedUpdated => (0, 1),
+            Lifecycle::UndefinedRemoved => (1, 0),
             Lifecycle::StartedBooted => (2, 0),
             Lifecycle::SuspendedPaused => (3, 0),
             Lifecycle::ResumedUnpaused => (4, 0),

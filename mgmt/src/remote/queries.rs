@@ -9,31 +9,28 @@ use super::protocol::{DOMAIN_LIST_MAX, UUID_LEN};
 use crate::rpc::error::code;
 use crate::rpc::RemoteError;
 
+/// The domain if it matches `wanted`.
+fn find(call: &Call, wanted: impl Fn(&DomainRef) -> bool) -> Option<DomainRef> {
+    call.status().map(|s| s.domain).filter(|d| wanted(d))
+}
+
 pub fn lookup_by_name(call: &Call, name: String) -> Result<DomainRef, RemoteError> {
-    let status = call.status();
-    if name != status.domain.name {
-        return Err(no_domain(format!("no domain with matching name '{name}'")));
-    }
-    Ok(status.domain)
+    find(call, |d| d.name == name)
+        .ok_or_else(|| no_domain(format!("no domain with matching name '{name}'")))
 }
 
 pub fn lookup_by_uuid(call: &Call, uuid: [u8; UUID_LEN]) -> Result<DomainRef, RemoteError> {
-    let status = call.status();
-    if uuid != status.domain.uuid {
-        return Err(no_domain(format!(
+    find(call, |d| d.uuid == uuid).ok_or_else(|| {
+        no_domain(format!(
             "no domain with matching uuid '{}'",
             format_uuid(&uuid)
-        )));
-    }
-    Ok(status.domain)
+        ))
+    })
 }
 
 pub fn lookup_by_id(call: &Call, id: i32) -> Result<DomainRef, RemoteError> {
-    let status = call.status();
-    if id < 0 || id != status.domain.id {
-        return Err(no_domain(format!("no domain with matching id {id}")));
-    }
-    Ok(status.domain)
+    find(call, |d| id >= 0 && d.id == id)
+        .ok_or_else(|| no_domain(format!("no domain with matching id {id}")))
 }
 
 /// `{need_results, flags}` → `{domains<>, ret}`, filtered as virConnectListAllDomains says.
@@ -41,22 +38,36 @@ pub fn list_all_domains(
     call: &Call,
     (need_results, flags): (i32, Flags<{ filters::ALL }>),
 ) -> Result<(Vec<DomainRef>, u32), RemoteError> {
-    let status = call.status();
-    let wanted = filters::matches(&status, flags.0);
-    let domains = if need_results != 0 && wanted {
-        vec![status.domain]
-    } else {
-        Vec::new()
-    };
-    Ok((domains, u32::from(wanted)))
+    let wanted: Vec<DomainRef> = call
+        .status()
+        .filter(|status| filters::matches(status, flags.0))
+        .map(|status| status.domain)
+        .into_iter()
+        .collect();
+    let count = wanted.len() as u32;
+    Ok((
+        if need_results != 0 {
+            wanted
+        } else {
+            Vec::new()
+        },
+        count,
+    ))
+}
+
+/// The domain if it is running (`active`) or defined and shut off (`!active`).
+fn in_list(call: &Call, active: bool) -> Option<DomainRef> {
+    call.status()
+        .filter(|s| s.is_active() == active)
+        .map(|s| s.domain)
 }
 
 pub fn num_of_domains(call: &Call, (): ()) -> Result<i32, RemoteError> {
-    Ok(i32::from(call.status().is_active()))
+    Ok(i32::from(in_list(call, true).is_some()))
 }
 
 pub fn num_of_defined_domains(call: &Call, (): ()) -> Result<i32, RemoteError> {
-    Ok(i32::from(!call.status().is_active()))
+    Ok(i32::from(in_list(call, false).is_some()))
 }
 
 /// The `maxids`/`maxnames` argument of the list calls, bounded as libvirt bounds it.
@@ -73,23 +84,21 @@ fn list_max(max: i32, what: &str) -> Result<i32, RemoteError> {
 /// `{maxids}` → `{ids<>}`.
 pub fn list_domains(call: &Call, max: i32) -> Result<Vec<i32>, RemoteError> {
     let max = list_max(max, "ids")?;
-    let status = call.status();
-    Ok(if status.is_active() && max > 0 {
-        vec![status.domain.id]
-    } else {
-        Vec::new()
-    })
+    Ok(in_list(call, true)
+        .filter(|_| max > 0)
+        .map(|d| d.id)
+        .into_iter()
+        .collect())
 }
 
 /// `{maxnames}` → `{names<>}`.
 pub fn list_defined_domains(call: &Call, max: i32) -> Result<Vec<String>, RemoteError> {
     let max = list_max(max, "names")?;
-    let status = call.status();
-    Ok(if !status.is_active() && max > 0 {
-        vec![status.domain.name]
-    } else {
-        Vec::new()
-    })
+    Ok(in_list(call, false)
+        .filter(|_| max > 0)
+        .map(|d| d.name)
+        .into_iter()
+        .collect())
 }
 
 /// → `{state, maxMem, memory, nrVirtCpu, cpuTime}`; a domain that is not running has used
@@ -143,10 +152,8 @@ pub fn is_active(call: &Call, dom: DomainRef) -> Result<i32, RemoteError> {
     Ok(i32::from(call.domain(&dom)?.is_active()))
 }
 
-/// The domain outlives a destroy (it can be started again): persistent.
 pub fn is_persistent(call: &Call, dom: DomainRef) -> Result<i32, RemoteError> {
-    call.domain(&dom)?;
-    Ok(1)
+    Ok(i32::from(call.domain(&dom)?.persistent))
 }
 
 pub fn has_managed_save_image(

@@ -13,12 +13,15 @@ pub mod code {
     pub const NO_SUPPORT: i32 = 3;
     pub const INVALID_ARG: i32 = 8;
     pub const OPERATION_FAILED: i32 = 9;
+    pub const XML_ERROR: i32 = 27;
     pub const OPERATION_DENIED: i32 = 29;
     pub const RPC: i32 = 39;
     pub const NO_DOMAIN: i32 = 42;
     pub const OPERATION_INVALID: i32 = 55;
+    pub const CONFIG_UNSUPPORTED: i32 = 67;
     pub const OPERATION_TIMEOUT: i32 = 68;
     pub const OPERATION_ABORTED: i32 = 78;
+    pub const OPERATION_UNSUPPORTED: i32 = 84;
 }
 
 /// virErrorDomain values we send.

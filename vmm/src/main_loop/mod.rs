@@ -55,11 +55,13 @@ pub struct LoopExit {
     pub status: Option<i32>,
 }
 
-/// What a guest shutdown does: end the loop (standalone) or stop in state Shutdown (managed).
+/// What a guest shutdown does: end the loop (standalone), or stop the VM in state Shutdown
+/// and then end the loop, so that its caller can tear the machine down and serve on
+/// (managed: the process outlives its guest).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShutdownAction {
     Exit,
-    Pause,
+    EndRun,
 }
 
 type Listener = Box<dyn Fn(&Event) + Send>;
@@ -158,7 +160,7 @@ impl MainLoop {
     }
 
     /// Stops the guest in `state` (QEMU's vm_stop).
-    fn vm_stop(&mut self, machine: &mut dyn Machine, state: RunState) {
+    pub fn vm_stop(&mut self, machine: &mut dyn Machine, state: RunState) {
         if self.state() == RunState::Running {
             machine.pause_vcpus();
             if self.set_state(state) {
@@ -166,6 +168,13 @@ impl MainLoop {
             }
         } else {
             self.set_state(state);
+        }
+    }
+
+    /// Before a new machine boots: a loop whose last machine stopped waits in prelaunch.
+    pub fn prepare_boot(&mut self) {
+        if matches!(self.state(), RunState::Shutdown | RunState::InternalError) {
+            self.set_state(RunState::Prelaunch);
         }
     }
 
@@ -246,7 +255,7 @@ impl MainLoop {
         None
     }
 
-    /// With ShutdownAction::Pause the VM stops in state Shutdown and the loop goes on, except
+    /// With ShutdownAction::EndRun the VM stops in state Shutdown before the loop ends, except
     /// for the host's own requests to quit (signals, the console's Ctrl-A x).
     fn shutdown(
         &mut self,
@@ -256,9 +265,9 @@ impl MainLoop {
     ) -> Option<LoopExit> {
         let host_quits = matches!(cause, ShutdownCause::HostSignal(_) | ShutdownCause::HostUi);
         match self.shutdown_action {
-            ShutdownAction::Pause if !host_quits => {
+            ShutdownAction::EndRun if !host_quits => {
                 self.vm_stop(machine, RunState::Shutdown);
-                None
+                Some(LoopExit { cause, status })
             }
             _ => Some(LoopExit { cause, status }),
         }

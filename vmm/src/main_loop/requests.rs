@@ -220,6 +220,12 @@ impl Requests {
     }
 
     /// With no-reboot set, a reset request becomes a shutdown (QEMU's -no-reboot).
+    /// Wakes the loop without filing a run-state request: for work the loop's owner takes
+    /// between passes (a managed process's next machine).
+    pub fn wake_loop(&self) {
+        self.notifier.notify();
+    }
+
     pub fn set_no_reboot(&self, no_reboot: bool) {
         self.no_reboot.store(no_reboot, Ordering::Relaxed);
     }

@@ -214,23 +214,22 @@ fn suspend_wakeup_and_debug() {
 }
 
 #[test]
-fn shutdown_action_pause_keeps_the_loop() {
+fn shutdown_action_end_run_stops_the_vm_then_ends_the_loop() {
     let (mut ml, mut m, _) = running();
-    ml.set_shutdown_action(ShutdownAction::Pause);
+    ml.set_shutdown_action(ShutdownAction::EndRun);
     ml.requests().shutdown_request(ShutdownCause::GuestShutdown);
-    assert_eq!(ml.main_loop_should_exit(&mut m), None);
+    let exit = ml.main_loop_should_exit(&mut m).map(|e| e.cause);
+    assert_eq!(exit, Some(ShutdownCause::GuestShutdown));
     assert_eq!(ml.state(), RunState::Shutdown);
-    // The host quitting still ends the loop.
+    // The next machine boots from prelaunch.
+    ml.prepare_boot();
+    assert_eq!(ml.state(), RunState::Prelaunch);
+    ml.vm_start(&mut m);
+    assert_eq!(ml.state(), RunState::Running);
+    // The host quitting ends the loop without stopping the VM first.
     ml.requests()
         .shutdown_request(ShutdownCause::HostSignal(15));
     assert!(ml.main_loop_should_exit(&mut m).is_some());
-    // A reset from Shutdown leaves the VM in prelaunch, ready to be started again.
-    ml.requests()
-        .reset_request(ShutdownCause::HostQmpSystemReset);
-    ml.main_loop_should_exit(&mut m);
-    assert_eq!(ml.state(), RunState::Prelaunch);
-    ml.requests().vm_start_request();
-    ml.main_loop_should_exit(&mut m);
     assert_eq!(ml.state(), RunState::Running);
 }
 
