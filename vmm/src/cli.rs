@@ -206,27 +206,40 @@ impl RunArgs {
         let cpu_tune = self.cpu_tune()?;
         cpu_tune.resolve(self.cpus, affinity::process_cpus(), affinity::kvm_is_pvm())?;
         let kernel = match &self.kernel {
-            Some(path) => KernelSource::File(path.clone()),
+            Some(path) => KernelSource::File(config_path("--kernel ", path)?),
             None => KernelSource::Embedded,
         };
         let cmdline = match (&self.cmdline, &kernel) {
-            (Some(c), _) => c.clone(),
+            (Some(c), _) => {
+                config::check_xml_text(c).map_err(|e| format!("--cmdline: {e}"))?;
+                c.clone()
+            }
             (None, KernelSource::File(_)) => DEFAULT_LINUX_CMDLINE.to_string(),
             (None, KernelSource::Embedded) => String::new(),
+        };
+        let mut disks = self.disk.clone();
+        for disk in &mut disks {
+            disk.path = config_path("--disk path=", &disk.path)?;
+        }
+        let serial = match &self.serial {
+            SerialConfig::File(path) => SerialConfig::File(config_path("--serial file=", path)?),
+            other => other.clone(),
         };
         Ok(VmConfig {
             name: self.name.clone(),
             uuid: self.uuid.unwrap_or_else(config::random_uuid),
             kernel,
-            initrd: self.initrd.clone(),
+            initrd: (self.initrd.as_deref())
+                .map(|path| config_path("--initrd ", path))
+                .transpose()?,
             cmdline,
             cpus: self.cpus,
             memory,
-            serial: self.serial.clone(),
+            serial,
             no_reboot: self.no_reboot,
             boot: self.boot,
             rng: self.rng,
-            disks: self.disk.clone(),
+            disks,
             nets: self.net.clone(),
             acpi: !self.no_acpi,
             virtio_cmdline: self.virtio_cmdline || self.no_acpi,
@@ -279,6 +292,17 @@ impl RunArgs {
         }
         Ok(tune)
     }
+}
+
+/// A path as the configuration keeps it: absolute, since domain XML names files that way,
+/// and in text XML can carry.
+fn config_path(flag: &str, path: &std::path::Path) -> Result<PathBuf, String> {
+    let at = |e: String| format!("{flag}{}: {e}", path.display());
+    let text = path
+        .to_str()
+        .ok_or_else(|| at("the path is not UTF-8, which domain XML cannot name".into()))?;
+    config::check_xml_text(text).map_err(|e| at(e.0))?;
+    std::path::absolute(path).map_err(|e| at(describe_io_error(&e)))
 }
 
 fn parse_log_level(text: &str) -> Result<log::LevelFilter, String> {

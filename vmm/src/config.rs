@@ -147,12 +147,29 @@ pub fn parse_name(text: &str) -> Result<String, ParseError> {
         || text.len() > 256
         || text.contains('/')
         || text.chars().any(char::is_control)
+        || check_xml_text(text).is_err()
     {
         return err(format!(
             "'{text}' is not a usable domain name (1-256 characters, no '/' or control characters)"
         ));
     }
     Ok(text.to_string())
+}
+
+/// Refuses text that domain XML cannot carry: XML 1.0 has no control characters but tab,
+/// newline and carriage return, and no U+FFFE or U+FFFF. Whatever the CLI accepts, `virsh
+/// dumpxml` can then print and `virsh define` read back.
+pub fn check_xml_text(text: &str) -> Result<(), ParseError> {
+    let unwritable = |c: char| {
+        (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}')
+    };
+    match text.chars().find(|&c| unwritable(c)) {
+        Some(c) => err(format!(
+            "{:?} contains {c:?}, which domain XML cannot carry",
+            text
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Parses octal permission bits such as 600 or 0660.
@@ -199,7 +216,10 @@ pub fn parse_disk(text: &str) -> Result<devices::virtio::BlockConfig, ParseError
             .split_once('=')
             .ok_or_else(|| ParseError(format!("'{part}' is not KEY=VALUE")))?;
         match key {
-            "path" if !value.is_empty() => path = Some(PathBuf::from(value)),
+            "path" if !value.is_empty() => {
+                check_xml_text(value)?;
+                path = Some(PathBuf::from(value))
+            }
             "readonly" => {
                 readonly = match value {
                     "on" | "true" | "yes" => true,
@@ -207,7 +227,10 @@ pub fn parse_disk(text: &str) -> Result<devices::virtio::BlockConfig, ParseError
                     _ => return err(format!("readonly={value}: use on or off")),
                 }
             }
-            "id" if value.len() <= 20 => id = Some(value.to_string()),
+            "id" if value.len() <= 20 => {
+                check_xml_text(value)?;
+                id = Some(value.to_string())
+            }
             "id" => return err(format!("id={value}: at most 20 bytes (virtio-blk's limit)")),
             _ => {
                 return err(format!(
@@ -231,6 +254,7 @@ pub fn parse_net(text: &str) -> Result<devices::virtio::NetConfig, ParseError> {
     for part in text.split(',') {
         match part.split_once('=') {
             Some(("tap", name)) if !name.is_empty() && name.len() < 16 => {
+                check_xml_text(name)?;
                 tap = Some(name.to_string())
             }
             Some(("tap", name)) => {
@@ -358,7 +382,10 @@ pub fn parse_serial(text: &str) -> Result<SerialConfig, ParseError> {
         "none" => Ok(SerialConfig::None),
         _ => match text.strip_prefix("file=") {
             Some("") => err("file= needs a path (file=PATH)"),
-            Some(path) => Ok(SerialConfig::File(PathBuf::from(path))),
+            Some(path) => {
+                check_xml_text(path)?;
+                Ok(SerialConfig::File(PathBuf::from(path)))
+            }
             None => err(format!("'{text}' is not one of stdio, file=PATH, none")),
         },
     }

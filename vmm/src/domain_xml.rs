@@ -40,12 +40,25 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
+/// Text for an element or an attribute value. Tab, newline and carriage return go as
+/// character references, which a reader keeps (written raw, an attribute's would become
+/// spaces and a carriage return a newline).
 pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out += "&amp;",
+            '<' => out += "&lt;",
+            '>' => out += "&gt;",
+            '\'' => out += "&apos;",
+            '"' => out += "&quot;",
+            '\t' => out += "&#9;",
+            '\n' => out += "&#10;",
+            '\r' => out += "&#13;",
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The whole document. `live` is None for the inactive configuration (`--inactive`).

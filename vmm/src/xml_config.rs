@@ -61,8 +61,15 @@ fn children<'a, 'i>(node: Node<'a, 'i>, allowed: &[&str]) -> Result<Vec<Node<'a,
     Ok(out)
 }
 
+/// A keyword's or a number's text: surrounding whitespace is layout.
 fn text(node: Node) -> String {
-    node.text().unwrap_or("").trim().to_string()
+    raw_text(node).trim().to_string()
+}
+
+/// A name's, a path's or a command line's text, exactly as written (what `domain_xml`
+/// writes reads back the same, spaces included, as libvirt reads it).
+fn raw_text(node: Node) -> String {
+    node.text().unwrap_or("").to_string()
 }
 
 /// An attribute that must be there, with one of `values` when those are given.
@@ -201,7 +208,7 @@ fn parse_document(xml: &str) -> Result<DomainDocument, ParseError> {
         ],
     )? {
         match child.tag_name().name() {
-            "name" => name = Some(parse_name(&text(child))?),
+            "name" => name = Some(parse_name(&raw_text(child))?),
             "uuid" => {
                 config.uuid = parse_uuid(&text(child))?;
                 has_uuid = true;
@@ -289,7 +296,7 @@ fn read_os(node: Node, config: &mut VmConfig) -> Result<(), ParseError> {
             }
             "kernel" => config.kernel = KernelSource::File(path(child)?),
             "initrd" => config.initrd = Some(path(child)?),
-            _ => config.cmdline = text(child),
+            _ => config.cmdline = raw_text(child),
         }
     }
     Ok(())
@@ -297,7 +304,7 @@ fn read_os(node: Node, config: &mut VmConfig) -> Result<(), ParseError> {
 
 fn path(node: Node) -> Result<PathBuf, ParseError> {
     only_attributes(node, &[])?;
-    let value = text(node);
+    let value = raw_text(node);
     if !value.starts_with('/') {
         return fail(format!(
             "{} '{value}' must be an absolute path",
@@ -398,7 +405,7 @@ fn read_disk(node: Node) -> Result<BlockConfig, ParseError> {
             "readonly" => disk.readonly = true,
             _ => {
                 only_attributes(child, &[])?;
-                let id = text(child);
+                let id = raw_text(child);
                 // virtio-blk's serial is 20 bytes, the CLI's id=NAME limit.
                 if id.len() > 20 {
                     return fail(format!(
@@ -489,3 +496,6 @@ fn read_char_device(node: Node, target_type: &str) -> Result<SerialConfig, Parse
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod round_trip_properties;
