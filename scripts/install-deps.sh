@@ -14,10 +14,11 @@
 #   stress-ng                   a CPU hog for running the suite under load, as CI machines are
 #   collectd-core prometheus-libvirt-exporter   the monitoring agents the monitoring test
 #                               points at our socket (collectd's virt plugin, the exporter)
+#   virtinst                    virt-install, which the serve test points at `vmm serve`
 set -euo pipefail
 packages=(libglib2.0-dev pkg-config qemu-system-x86 time busybox-static cpio
           libvirt-clients python3-libvirt libxml2-utils libvirt-daemon iproute2 e2fsprogs stress-ng
-          collectd-core prometheus-libvirt-exporter)
+          collectd-core prometheus-libvirt-exporter virtinst)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

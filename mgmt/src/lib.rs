@@ -12,6 +12,7 @@ pub mod cpuset;
 pub mod host;
 pub mod remote;
 pub mod rpc;
+pub mod storage;
 pub mod xml;
 
 pub use remote::{Hypervisor, RemoteServer};

@@ -2,8 +2,10 @@
 //! capabilities, sysinfo). Element names are the program's own; every attribute value and
 //! text comes from the host (sysfs, DMI, paths) and is escaped here, once.
 
-/// `text` safe inside an element or a quoted attribute. Characters XML 1.0 cannot carry at
-/// all (control characters an odd firmware string may hold) are dropped.
+/// `text` safe inside an element or a quoted attribute. Tab, newline and carriage return go
+/// as character references, which a reader keeps (raw, an attribute's become spaces and a
+/// carriage return a newline). Characters XML 1.0 cannot carry at all (control characters
+/// an odd firmware string may hold) are dropped.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -13,7 +15,9 @@ pub fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '\'' => out.push_str("&apos;"),
             '"' => out.push_str("&quot;"),
-            '\t' | '\n' | '\r' => out.push(c),
+            '\t' => out.push_str("&#9;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
             c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {}
             c => out.push(c),
         }
@@ -105,7 +109,7 @@ mod tests {
             escape("a<b & 'c' \"d\">"),
             "a&lt;b &amp; &apos;c&apos; &quot;d&quot;&gt;"
         );
-        assert_eq!(escape("x\u{1}y\tz"), "xy\tz");
+        assert_eq!(escape("x\u{1}y\tz\n"), "xy&#9;z&#10;");
     }
 
     #[test]

@@ -504,3 +504,20 @@ impl Drop for NetNs {
             .status();
     }
 }
+
+/// The test guest ELF the `vmm` binary embeds, as a file (for clients that must name a
+/// kernel, such as virt-install): the newest one cargo's build script left beside the binary.
+pub fn test_guest_elf() -> PathBuf {
+    let build = Path::new(VMM)
+        .parent()
+        .expect("the vmm binary is in a directory")
+        .join("build");
+    let newest = std::fs::read_dir(&build)
+        .expect("cargo's build directory")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("vmm-"))
+        .map(|entry| entry.path().join("out/test-guest.elf"))
+        .filter_map(|elf| Some((elf.metadata().ok()?.modified().ok()?, elf)))
+        .max();
+    newest.expect("vmm's build script built the test guest").1
+}

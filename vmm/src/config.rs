@@ -113,24 +113,7 @@ impl VmConfig {
     }
 }
 
-/// A random (version 4) UUID.
-pub fn random_uuid() -> [u8; 16] {
-    let mut uuid = [0u8; 16];
-    // SAFETY: the buffer is valid for 16 bytes; getrandom fills at most that.
-    let n = unsafe { libc::getrandom(uuid.as_mut_ptr().cast(), uuid.len(), 0) };
-    if n != uuid.len() as isize {
-        // No entropy source: fall back to time and pid, still unique enough per host.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        uuid[..8].copy_from_slice(&(t as u64).to_le_bytes());
-        uuid[8..12].copy_from_slice(&std::process::id().to_le_bytes());
-    }
-    uuid[6] = (uuid[6] & 0x0f) | 0x40;
-    uuid[8] = (uuid[8] & 0x3f) | 0x80;
-    uuid
-}
+pub use mgmt::remote::domain::random_uuid;
 
 /// Parses a UUID (with or without dashes).
 pub fn parse_uuid(text: &str) -> Result<[u8; 16], ParseError> {

@@ -40,26 +40,15 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// Text for an element or an attribute value. Tab, newline and carriage return go as
-/// character references, which a reader keeps (written raw, an attribute's would become
-/// spaces and a carriage return a newline).
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out += "&amp;",
-            '<' => out += "&lt;",
-            '>' => out += "&gt;",
-            '\'' => out += "&apos;",
-            '"' => out += "&quot;",
-            '\t' => out += "&#9;",
-            '\n' => out += "&#10;",
-            '\r' => out += "&#13;",
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use mgmt::xml::escape;
+
+/// The guest's clock: the host's UTC through kvm-clock, and none of the PC's timers.
+const CLOCK: &str = "  <clock offset='utc'>
+    <timer name='rtc' present='no'/>
+    <timer name='pit' present='no'/>
+    <timer name='hpet' present='no'/>
+  </clock>
+";
 
 /// The whole document. `live` is None for the inactive configuration (`--inactive`).
 pub fn domain_xml(config: &VmConfig, live: Option<&LiveFacts>, emulator: &str) -> String {
@@ -90,6 +79,7 @@ pub fn domain_xml(config: &VmConfig, live: Option<&LiveFacts>, emulator: &str) -
     let _ = writeln!(x, "  <on_poweroff>destroy</on_poweroff>");
     let _ = writeln!(x, "  <on_reboot>{on_reboot}</on_reboot>");
     let _ = writeln!(x, "  <on_crash>destroy</on_crash>");
+    x += CLOCK;
     x += "  <devices>\n";
     let _ = writeln!(x, "    <emulator>{}</emulator>", escape(emulator));
     x += &disks(config);
@@ -98,6 +88,7 @@ pub fn domain_xml(config: &VmConfig, live: Option<&LiveFacts>, emulator: &str) -
     if config.rng {
         x += "    <rng model='virtio'>\n      <backend model='builtin'/>\n    </rng>\n";
     }
+    x += "    <controller type='usb' model='none'/>\n";
     x += "    <memballoon model='none'/>\n";
     x += "  </devices>\n</domain>\n";
     x

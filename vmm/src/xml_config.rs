@@ -204,6 +204,7 @@ fn parse_document(xml: &str) -> Result<DomainDocument, ParseError> {
             "on_poweroff",
             "on_reboot",
             "on_crash",
+            "clock",
             "devices",
         ],
     )? {
@@ -246,6 +247,7 @@ fn parse_document(xml: &str) -> Result<DomainDocument, ParseError> {
                 "destroy" => config.no_reboot = true,
                 other => return fail(format!("<on_reboot> {other}: use restart or destroy")),
             },
+            "clock" => read_clock(child)?,
             _ => read_devices(child, &mut config)?,
         }
     }
@@ -302,6 +304,34 @@ fn read_os(node: Node, config: &mut VmConfig) -> Result<(), ParseError> {
     Ok(())
 }
 
+/// `<clock offset='utc'>`: the guest reads the host's UTC through kvm-clock. The machine has
+/// no RTC, PIT or HPET, so a timer may be described as absent (`present='no'`, what
+/// dumpxml prints) or given a tick policy (what virt-install adds for QEMU): with no timer
+/// there are no ticks to lose, and no policy to honour. Asking for one present is refused.
+fn read_clock(node: Node) -> Result<(), ParseError> {
+    only_attributes(node, &["offset"])?;
+    attribute(node, "offset", &["utc"])?;
+    for timer in children(node, &["timer"])? {
+        only_attributes(timer, &["name", "present", "tickpolicy"])?;
+        let name = attribute(timer, "name", &[])?;
+        match (name, timer.attribute("present")) {
+            ("kvmclock", None | Some("yes")) => {}
+            ("rtc" | "pit" | "hpet", None | Some("no")) => optional(
+                timer,
+                "tickpolicy",
+                &["delay", "catchup", "merge", "discard"],
+            )?,
+            _ => {
+                return fail(format!(
+                    "<timer name='{name}'> present is not supported (this machine's only timer \
+                     beside the CPU's is kvmclock)"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 fn path(node: Node) -> Result<PathBuf, ParseError> {
     only_attributes(node, &[])?;
     let value = raw_text(node);
@@ -328,6 +358,7 @@ fn read_devices(node: Node, config: &mut VmConfig) -> Result<(), ParseError> {
             "serial",
             "console",
             "memballoon",
+            "controller",
         ],
     )? {
         match child.tag_name().name() {
@@ -345,6 +376,13 @@ fn read_devices(node: Node, config: &mut VmConfig) -> Result<(), ParseError> {
             }
             "serial" => serial = Some(read_char_device(child, "isa-serial")?),
             "console" => console = Some(read_char_device(child, "serial")?),
+            // There is no USB: the one controller description that is true says so.
+            "controller" => {
+                only_attributes(child, &["type", "model", "index"])?;
+                attribute(child, "type", &["usb"])?;
+                attribute(child, "model", &["none"])?;
+                optional(child, "index", &["0"])?;
+            }
             _ => {
                 only_attributes(child, &["model"])?;
                 attribute(child, "model", &["none"])?;

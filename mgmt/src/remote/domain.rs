@@ -45,6 +45,25 @@ impl DomainStatus {
     }
 }
 
+/// A random (version 4) UUID.
+pub fn random_uuid() -> [u8; UUID_LEN] {
+    let mut uuid = [0u8; UUID_LEN];
+    // SAFETY: the buffer is valid for 16 bytes; getrandom writes at most that.
+    let n = unsafe { libc::getrandom(uuid.as_mut_ptr().cast(), uuid.len(), 0) };
+    if n != uuid.len() as isize {
+        // No entropy source: time and pid, still unique enough on one host.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        uuid[..8].copy_from_slice(&nanos.to_le_bytes());
+        uuid[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    uuid[6] = (uuid[6] & 0x0f) | 0x40;
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    uuid
+}
+
 /// Formats a UUID the usual way (8-4-4-4-12 lowercase hex).
 pub fn format_uuid(uuid: &[u8; UUID_LEN]) -> String {
     let hex: String = uuid.iter().map(|b| format!("{b:02x}")).collect();

@@ -8,7 +8,7 @@
 //!   from domain XML), `node` (host data: capabilities, stats, free
 //!   memory, sysinfo), `queries`, `lifecycle`, `cpus`, `events`, `stats` (per-device and
 //!   domain statistics), `domstats` (the grouped statistics), `console` (the console
-//!   stream), `unsupported`.
+//!   stream), `storage` (directory pools and their volumes), `unsupported`.
 //! - `filters`: the list flags; `typed_params`: the named values statistics calls return.
 //! - `domain`: `remote_nonnull_domain` and the status snapshot; `hypervisor`: what the VMM
 //!   provides; `protocol`: the numbers.
@@ -32,6 +32,7 @@ pub mod protocol;
 mod qemu;
 mod queries;
 mod stats;
+mod storage;
 pub mod typed_params;
 mod unsupported;
 

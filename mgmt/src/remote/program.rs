@@ -13,11 +13,14 @@ use crate::rpc::error::{code, domain, RemoteError};
 use crate::rpc::wire::Header;
 use crate::rpc::xdr::{Decode, Encode, XdrReader, XdrWriter};
 use crate::rpc::{Client, Program, Scheduling};
+use crate::storage::StoragePools;
 
 /// What a handler sees of the call: the VMM, the client that made it, and its header (to
 /// bind a stream to).
 pub struct Call<'a> {
     pub hypervisor: &'a dyn Hypervisor,
+    /// The host's directory storage pools (virt-install names disks through them).
+    pub storage: &'a StoragePools,
     pub client: &'a Client<RemoteClient>,
     pub header: &'a Header,
 }
@@ -122,11 +125,15 @@ pub(super) fn find(number: i32) -> Option<&'static Procedure> {
 
 pub struct RemoteProgram {
     hypervisor: Arc<dyn Hypervisor>,
+    storage: StoragePools,
 }
 
 impl RemoteProgram {
     pub fn new(hypervisor: Arc<dyn Hypervisor>) -> RemoteProgram {
-        RemoteProgram { hypervisor }
+        RemoteProgram {
+            hypervisor,
+            storage: StoragePools::new(),
+        }
     }
 }
 
@@ -183,6 +190,7 @@ impl Program<RemoteClient> for RemoteProgram {
         check_access(procedure, client)?;
         let call = Call {
             hypervisor: self.hypervisor.as_ref(),
+            storage: &self.storage,
             client,
             header,
         };

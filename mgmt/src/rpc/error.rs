@@ -17,6 +17,8 @@ pub mod code {
     pub const OPERATION_DENIED: i32 = 29;
     pub const RPC: i32 = 39;
     pub const NO_DOMAIN: i32 = 42;
+    pub const NO_STORAGE_POOL: i32 = 49;
+    pub const NO_STORAGE_VOL: i32 = 50;
     pub const OPERATION_INVALID: i32 = 55;
     pub const CONFIG_UNSUPPORTED: i32 = 67;
     pub const OPERATION_TIMEOUT: i32 = 68;
@@ -28,6 +30,7 @@ pub mod code {
 pub mod domain {
     pub const RPC: i32 = 7;
     pub const QEMU: i32 = 10;
+    pub const STORAGE: i32 = 18;
     pub const REMOTE: i32 = 13;
     pub const DOMAIN: i32 = 20;
 }
