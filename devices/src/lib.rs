@@ -4,4 +4,5 @@
 pub mod acpi;
 pub mod bus;
 pub mod legacy;
+pub mod thread_hook;
 pub mod virtio;

@@ -13,6 +13,7 @@ pub mod host;
 pub mod remote;
 pub mod rpc;
 pub mod storage;
+pub mod thread_hook;
 pub mod xml;
 
 pub use remote::{Hypervisor, RemoteServer};

@@ -98,6 +98,10 @@ pub struct RunArgs {
     pub uuid: Option<[u8; 16]>,
     #[command(flatten)]
     pub mgmt: MgmtArgs,
+    /// Seccomp filters per thread: on (a forbidden system call kills the VMM), log (the
+    /// kernel logs it instead) or off.
+    #[arg(long, value_name = "MODE", default_value = "on", value_parser = crate::seccomp::parse_mode)]
+    pub seccomp: crate::seccomp::SeccompMode,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "warn", value_parser = parse_log_level)]
     pub log_level: log::LevelFilter,
@@ -168,6 +172,10 @@ pub struct ServeArgs {
     /// How vCPU threads are placed on host CPUs when the domain XML does not pin them.
     #[arg(long, value_name = "POLICY", default_value = "auto", value_parser = config::parse_vcpu_placement)]
     pub vcpu_placement: VcpuPlacement,
+    /// Seccomp filters per thread: on (a forbidden system call kills the VMM), log (the
+    /// kernel logs it instead) or off.
+    #[arg(long, value_name = "MODE", default_value = "on", value_parser = crate::seccomp::parse_mode)]
+    pub seccomp: crate::seccomp::SeccompMode,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "warn", value_parser = parse_log_level)]
     pub log_level: log::LevelFilter,

@@ -32,6 +32,7 @@ pub mod machine;
 pub mod main_loop;
 pub mod management;
 pub mod placement;
+pub mod seccomp;
 pub mod state_dir;
 pub mod vcpu;
 pub mod vm;

@@ -15,6 +15,7 @@ use vmm::launcher::{open_serial_output, Launcher};
 use vmm::machine::Machine;
 use vmm::main_loop::{signals, LoopExit, MainLoop, ShutdownCause};
 use vmm::placement::VcpuPlacement;
+use vmm::seccomp::ThreadKind;
 use vmm::state_dir::StateDir;
 
 fn main() -> ExitCode {
@@ -36,6 +37,9 @@ fn run(args: &RunArgs) -> u8 {
         Err(e) => return fail(&e),
     };
     vmm::logger::init(log_level);
+    if let Err(e) = vmm::seccomp::init(args.seccomp) {
+        return fail(&e);
+    }
     let main_loop = match start_main_loop() {
         Ok(l) => l,
         Err(e) => return fail(&e),
@@ -82,6 +86,7 @@ fn run_standalone(mut main_loop: MainLoop, config: &VmConfig) -> u8 {
         Err(e) => return fail(&format!("console: {e}")),
     }
     main_loop.vm_start(&mut machine);
+    vmm::seccomp::install(ThreadKind::Main);
     let exit = main_loop.run(&mut machine);
     machine.stop();
     console::restore_terminal();
@@ -111,6 +116,7 @@ fn run_managed(
     };
     eprintln!("vmm: managing domain '{}': {uri}", config.name);
     launcher.start(&mut first, false);
+    vmm::seccomp::install(ThreadKind::Main);
     let exit = launcher.serve(Some(first));
     console::restore_terminal();
     exit_status(&exit)
@@ -123,6 +129,9 @@ fn serve(args: &ServeArgs) -> u8 {
     let Some(server_config) = args.mgmt.server_config() else {
         return fail("vmm serve needs --mgmt-socket PATH");
     };
+    if let Err(e) = vmm::seccomp::init(args.seccomp) {
+        return fail(&e);
+    }
     let store = match args.state_dir.as_deref().map(StateDir::open).transpose() {
         Ok(store) => store,
         Err(e) => return fail(&e),
@@ -149,6 +158,7 @@ fn serve(args: &ServeArgs) -> u8 {
         Err(e) => return fail(&e),
     };
     eprintln!("vmm: serving libvirt: {uri}");
+    vmm::seccomp::install(ThreadKind::Main);
     let exit = launcher.serve(None);
     exit_status(&exit)
 }

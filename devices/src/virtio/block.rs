@@ -276,6 +276,7 @@ struct IoThread {
 
 impl IoThread {
     fn run(self, requests: Receiver<Request>) {
+        crate::thread_hook::thread_started("virtio-blk-io");
         while let Ok(req) = requests.recv() {
             // A request queued before a reset belongs to a driver that is gone: its buffers
             // may be the new boot's memory by now, so it is not carried out.

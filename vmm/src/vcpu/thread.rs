@@ -49,6 +49,8 @@ impl VcpuThread {
         }
         let run_page: *mut kvm_run = self.fd.get_kvm_run();
         KVM_RUN.with(|cell| cell.set(run_page));
+        // Before the first KVM_RUN: from here on the guest drives this thread.
+        crate::seccomp::install(crate::seccomp::ThreadKind::Vcpu);
         loop {
             let mut guard = self.shared.lock();
             self.shared.serve_pin(self.index, &mut guard);

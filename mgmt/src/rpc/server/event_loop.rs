@@ -51,6 +51,7 @@ pub(crate) fn spawn<D: Default + Send + 'static>(
         .name("mgmt-loop".into())
         .spawn(move || {
             super::lower_thread_priority();
+            crate::thread_hook::thread_started("mgmt-loop");
             let mut last_tick = Instant::now();
             while !shared.lock().quit {
                 if let Err(e) = manager.run_with_timeout(TICK.as_millis() as i32) {

@@ -64,6 +64,11 @@ fn next_job<D: Send + 'static>(shared: &Shared<D>, priority: bool) -> Option<Job
 
 fn run<D: Send + 'static>(shared: &Arc<Shared<D>>, priority: bool) {
     super::lower_thread_priority();
+    crate::thread_hook::thread_started(if priority {
+        "mgmt-prio-worker"
+    } else {
+        "mgmt-worker"
+    });
     while let Some(job) = next_job(shared, priority) {
         let reply = shared.run_call(&job);
         let started = job.client.lock().push_reply(&job.frame.header, reply);
