@@ -257,21 +257,28 @@ impl StreamEndpoint for ConsoleSession {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .enqueue_input(data);
-        if taken < data.len() {
-            let mut state = self.hub.lock();
-            if let Some(s) = state.session.as_mut().filter(|s| s.id == self.id) {
-                s.input_waiting = true;
+        let mut done = taken;
+        // The FIFO is full: ask to be woken when the guest drains it, then try again, since
+        // the drain may have come between the two locks. Until an attempt made after the
+        // request takes nothing, a drain may have used up the request, so it is made again;
+        // stopping earlier lost the wake-up and stalled a client's input for good.
+        while done < data.len() {
+            {
+                let mut state = self.hub.lock();
+                if let Some(s) = state.session.as_mut().filter(|s| s.id == self.id) {
+                    s.input_waiting = true;
+                }
             }
-            drop(state);
-            // The guest may have drained the FIFO between the two locks; try once more
-            // rather than wait for a drain that already happened.
             let more = serial
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .enqueue_input(&data[taken..]);
-            return taken + more;
+                .enqueue_input(&data[done..]);
+            if more == 0 {
+                break;
+            }
+            done += more;
         }
-        taken
+        done
     }
 
     fn close(&self) {
