@@ -149,6 +149,21 @@ fn what_cannot_be_honoured_is_refused_by_name() {
             "element <address>",
         ),
         (with("<acpi/>", "<acpi/><hyperv/>"), "element <hyperv>"),
+        (
+            with("<memballoon", "<controller type='usb' model='ich9-ehci1'/><memballoon"),
+            "model='ich9-ehci1'",
+        ),
+        (
+            with(
+                "<on_poweroff>",
+                "<clock offset='utc'><timer name='hpet' present='yes'/></clock><on_poweroff>",
+            ),
+            "<timer name='hpet'>",
+        ),
+        (
+            with("<on_poweroff>", "<clock offset='localtime'/><on_poweroff>"),
+            "offset='localtime'",
+        ),
         (with("type='kvm'", "type='qemu'"), "type='qemu'"),
         (with("dev='vda'", "dev='vdb'"), "vdb"),
         (with("131072", "65536"), "currentMemory"),
