@@ -461,3 +461,72 @@ fn virt_install_creates_and_boots_a_vm_on_vmm_serve() {
     served.virsh(&["pool-undefine", pool]);
     assert_eq!(served.list(), "");
 }
+
+/// The socket file and its directory removed under a running server: connected clients keep
+/// working, new ones cannot connect, the VMM logs it, and at exit it removes nothing that is
+/// not its own (here: a file someone else put at the path).
+#[test]
+fn removing_the_socket_file_leaves_connected_clients_working() {
+    let test = "removing_the_socket_file_leaves_connected_clients_working";
+    if !common::managed::python_available(test) {
+        return;
+    }
+    let dir = common::TempDir::new("serve-unlink");
+    let sockets = dir.path("sockets");
+    std::fs::create_dir_all(&sockets).unwrap();
+    let socket = sockets.join("serve.sock");
+    let stderr = dir.path("stderr.log");
+    let mut served = Command::new(common::VMM)
+        .args(["serve", "--mgmt-socket"])
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "no socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let script = format!(
+        r#"
+import libvirt, os, time
+libvirt.registerErrorHandler(lambda *_: None, None)
+uri = "qemu+unix:///system?socket={socket}"
+conns = [libvirt.open(uri), libvirt.openReadOnly(uri)]
+os.unlink("{socket}")
+os.rmdir("{sockets}")
+for _ in range(3):
+    for conn in conns:
+        assert conn.listAllDomains(0) == [] and conn.getHostname()
+    time.sleep(1)
+try:
+    libvirt.open(uri)
+    raise SystemExit("a new client connected without the socket file")
+except libvirt.libvirtError:
+    pass
+xml = "<domain type='kvm'><name>u</name><memory unit='MiB'>64</memory><os><type>hvm</type></os><devices><serial type='null'/></devices></domain>"
+dom = conns[0].createXML(xml, 0)
+assert dom.isActive() == 1
+dom.destroy()
+print("PYTHON-UNLINK-OK")
+"#,
+        socket = socket.display(),
+        sockets = sockets.display(),
+    );
+    common::managed::run_python(&script, "PYTHON-UNLINK-OK");
+    let log = common::read_lossy(&stderr);
+    assert!(
+        log.contains("was removed or replaced: connected clients keep working"),
+        "{log}"
+    );
+    // Someone else's file at the path now: the VMM must not remove it when it exits.
+    std::fs::create_dir_all(&sockets).unwrap();
+    std::fs::write(&socket, "not ours").unwrap();
+    // SAFETY: kill(2) on the child we started.
+    unsafe { libc::kill(served.id() as i32, libc::SIGTERM) };
+    let status = common::wait_timeout(&mut served, Duration::from_secs(10)).expect("it exits");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(std::fs::read_to_string(&socket).unwrap(), "not ours");
+}

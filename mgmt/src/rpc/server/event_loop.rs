@@ -4,7 +4,7 @@
 //! the loop's periodic timeout.
 
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber
 
 use super::client::{Client, ClientState, ReadOutcome, READ_CHUNK};
 use super::keepalive;
-use super::socket::Listener;
+use super::socket::{Listener, SocketFiles};
 use super::{Job, Shared};
 use crate::rpc::error::{code, domain, RemoteError};
 use crate::rpc::stream::StreamWaker;
@@ -36,6 +36,7 @@ struct LoopSubscriber<D: Send + 'static> {
 pub(crate) fn spawn<D: Default + Send + 'static>(
     shared: Arc<Shared<D>>,
     listeners: Vec<Listener>,
+    sockets: Arc<Mutex<SocketFiles>>,
 ) -> Result<JoinHandle<()>, String> {
     let mut manager =
         EventManager::<LoopSubscriber<D>>::new().map_err(|e| format!("epoll: {e:?}"))?;
@@ -60,6 +61,7 @@ pub(crate) fn spawn<D: Default + Send + 'static>(
                 if last_tick.elapsed() >= TICK {
                     last_tick = Instant::now();
                     keepalive::tick(&shared);
+                    sockets.lock().unwrap_or_else(|p| p.into_inner()).check();
                 }
             }
         })

@@ -15,6 +15,8 @@
 //! 5. Stream endpoints are called with their client locked, so whatever they lock comes after
 //!    the client lock and must never reach a client or server lock; they call back only
 //!    through their `StreamWaker`, which takes the leaf `dirty` lock.
+//! 6. The socket files' lock is a leaf too: the loop checks them on its tick, and the handle
+//!    removes them once the loop has stopped.
 
 mod client;
 mod event_loop;
@@ -289,7 +291,7 @@ impl<D: Send + 'static> Shared<D> {
 pub struct Server<D: Send + 'static> {
     shared: Arc<Shared<D>>,
     event_loop: Option<JoinHandle<()>>,
-    sockets: Vec<PathBuf>,
+    sockets: Arc<Mutex<socket::SocketFiles>>,
 }
 
 impl<D: Default + Send + 'static> Server<D> {
@@ -328,7 +330,8 @@ impl<D: Default + Send + 'static> Server<D> {
         for _ in 0..config.prio_workers {
             workers::spawn(&shared, true);
         }
-        let event_loop = event_loop::spawn(shared.clone(), listeners)?;
+        let sockets = Arc::new(Mutex::new(socket::SocketFiles::new(sockets)));
+        let event_loop = event_loop::spawn(shared.clone(), listeners, sockets.clone())?;
         Ok(Server {
             shared,
             event_loop: Some(event_loop),
@@ -381,8 +384,9 @@ impl<D: Send + 'static> Drop for Server<D> {
         for worker in workers {
             let _ = worker.join();
         }
-        for path in &self.sockets {
-            let _ = std::fs::remove_file(path);
-        }
+        self.sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove();
     }
 }

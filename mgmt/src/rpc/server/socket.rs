@@ -101,3 +101,60 @@ pub(super) fn listen(
     }
     Ok((listeners, files))
 }
+
+/// The socket files this server made, by identity (device and inode), so it can tell when
+/// someone removes or replaces one while it runs, and so that at the end it removes only its
+/// own. Connected clients never depend on the file; new ones cannot connect without it.
+pub(super) struct SocketFiles {
+    files: Vec<SocketFile>,
+}
+
+struct SocketFile {
+    path: PathBuf,
+    identity: Option<(u64, u64)>,
+    reported: bool,
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|meta| (meta.dev(), meta.ino()))
+}
+
+impl SocketFiles {
+    pub(super) fn new(paths: Vec<PathBuf>) -> SocketFiles {
+        let files = paths
+            .into_iter()
+            .map(|path| SocketFile {
+                identity: identity(&path),
+                path,
+                reported: false,
+            })
+            .collect();
+        SocketFiles { files }
+    }
+
+    /// Logs, once per file, a socket file that is gone or is no longer ours.
+    pub(super) fn check(&mut self) {
+        for file in &mut self.files {
+            if !file.reported && identity(&file.path) != file.identity {
+                file.reported = true;
+                log::warn!(
+                    "management socket {} was removed or replaced: connected clients keep \
+                     working, new ones cannot reach this VMM (restart it to listen again)",
+                    file.path.display()
+                );
+            }
+        }
+    }
+
+    /// Removes the files that are still ours.
+    pub(super) fn remove(&self) {
+        for file in &self.files {
+            if file.identity.is_some() && identity(&file.path) == file.identity {
+                let _ = std::fs::remove_file(&file.path);
+            }
+        }
+    }
+}
