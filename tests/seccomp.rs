@@ -184,18 +184,7 @@ fn vcpus_a_client_starts_later_are_confined_too() {
     }
     let dir = common::TempDir::new("seccomp-serve");
     let socket = dir.path("serve.sock");
-    let mut served = Command::new(common::VMM)
-        .args(["serve", "--mgmt-socket"])
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        assert!(std::time::Instant::now() < deadline, "no socket");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut served = common::spawn_serve(&socket, &[], Stdio::inherit());
     let serial = dir.path("serial.log");
     let xml = dir.path("d.xml");
     std::fs::write(

@@ -17,21 +17,8 @@ struct Served {
 impl Served {
     fn start(dir: &common::TempDir, state: &Path) -> Served {
         let socket = dir.path("serve.sock");
-        let _ = std::fs::remove_file(&socket);
-        let child = Command::new(common::VMM)
-            .args(["serve", "--mgmt-socket"])
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "no socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let state_dir = ["--state-dir".as_ref(), state.as_os_str()];
+        let child = common::spawn_serve(&socket, &state_dir, Stdio::inherit());
         Served { child, socket }
     }
 
@@ -476,19 +463,8 @@ fn removing_the_socket_file_leaves_connected_clients_working() {
     std::fs::create_dir_all(&sockets).unwrap();
     let socket = sockets.join("serve.sock");
     let stderr = dir.path("stderr.log");
-    let mut served = Command::new(common::VMM)
-        .args(["serve", "--mgmt-socket"])
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "no socket");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let log = std::fs::File::create(&stderr).unwrap();
+    let mut served = common::spawn_serve(&socket, &[], log.into());
     let script = format!(
         r#"
 import libvirt, os, time

@@ -316,11 +316,6 @@ impl StoragePools {
             .and_then(|pool| volume_in(&pool, name))
             .ok_or_else(missing)
     }
-
-    /// Checks that `volume` still names a file of an active pool, as a call on it must.
-    pub fn volume(&self, pool: &str, name: &str) -> Result<Volume, StorageError> {
-        self.volume_by_name(pool, name)
-    }
 }
 
 /// The volume `name` of `pool`, if that file is there.

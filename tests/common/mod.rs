@@ -521,3 +521,24 @@ pub fn test_guest_elf() -> PathBuf {
         .max();
     newest.expect("vmm's build script built the test guest").1
 }
+
+/// Starts `vmm serve --mgmt-socket SOCKET EXTRA...` (stdin and stdout closed, stderr to
+/// `stderr`) and waits for its socket.
+pub fn spawn_serve(socket: &Path, extra: &[&std::ffi::OsStr], stderr: Stdio) -> Child {
+    let _ = std::fs::remove_file(socket);
+    let child = Command::new(VMM)
+        .args(["serve", "--mgmt-socket"])
+        .arg(socket)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start vmm serve");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "vmm serve made no socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}

@@ -92,8 +92,9 @@ fn pool(call: &Call, asked: &PoolRef) -> Result<Pool, RemoteError> {
     Ok(call.storage.by_uuid(&asked.uuid)?)
 }
 
+/// The volume a `remote_nonnull_storage_vol` names: still a file of an active pool.
 fn volume(call: &Call, asked: &VolRef) -> Result<Volume, RemoteError> {
-    Ok(call.storage.volume(&asked.pool, &asked.name)?)
+    Ok(call.storage.volume_by_name(&asked.pool, &asked.name)?)
 }
 
 /// `need_results` lists: the items when asked for, and their count.

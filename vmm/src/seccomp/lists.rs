@@ -122,7 +122,8 @@ pub const MAIN: &[Allowed] = &[
 ];
 
 /// A vCPU thread: KVM_RUN and the exits it completes (PIO/MMIO to the UART, i8042, PM
-/// registers, virtio-mmio transports), which write eventfds, the console and logs.
+/// registers, virtio-mmio transports) write eventfds, the console and logs, all in the
+/// common list; what sets a vCPU apart is its ioctls, below.
 pub const VCPU: &[Allowed] = &[];
 
 /// The KVM vCPU ioctls a vCPU thread makes: running, and loading and saving its state at
