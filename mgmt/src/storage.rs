@@ -446,7 +446,7 @@ pub fn volume_xml(volume: &Volume) -> Result<String, StorageError> {
 }
 
 /// What a pool document says.
-struct PoolDocument {
+pub struct PoolDocument {
     name: String,
     uuid: Option<[u8; 16]>,
     path: PathBuf,
@@ -458,7 +458,7 @@ fn xml_error(message: impl Into<String>) -> StorageError {
 
 /// Reads `<pool type='dir'>`: name, uuid, target path. The sizes a dumped pool carries are
 /// read-only and ignored, as libvirt ignores them; anything else is refused by name.
-fn read_pool_xml(xml: &str) -> Result<PoolDocument, StorageError> {
+pub fn read_pool_xml(xml: &str) -> Result<PoolDocument, StorageError> {
     if xml.len() > POOL_XML_MAX {
         return Err(xml_error(format!(
             "the pool XML is {} bytes; at most {POOL_XML_MAX} are read",

@@ -135,6 +135,18 @@ impl InFlight {
         true
     }
 }
+/// Waits for the requests a disk has handed to its I/O thread: how a caller outside the main
+/// loop (the fuzz harness) knows that what a notify started has finished.
+#[derive(Clone)]
+pub struct BlockDrain(Arc<InFlight>);
+
+impl BlockDrain {
+    /// False if requests were still running after `timeout`.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        self.0.wait_idle(timeout)
+    }
+}
+
 /// One descriptor as the parser sees it: guest address, length, device-writable.
 type Segment = (GuestAddress, u32, bool);
 
@@ -203,6 +215,10 @@ impl Block {
             io_thread: Some(io_thread),
             stats,
         })
+    }
+
+    pub fn drain(&self) -> BlockDrain {
+        BlockDrain(self.in_flight.clone())
     }
 
     /// The disk's counters, kept by its I/O thread.

@@ -11,7 +11,7 @@ mod rng;
 mod stats;
 mod tap;
 
-pub use block::{Block, BlockConfig};
+pub use block::{Block, BlockConfig, BlockDrain};
 pub use mmio::{MmioTransport, REG_QUEUE_NOTIFY};
 pub use net::{Net, NetConfig};
 pub use rng::Rng;

@@ -50,12 +50,17 @@ impl Call<'_> {
 /// handler and encodes its result.
 pub type Run = fn(&Call, &[u8], &mut XdrWriter) -> Result<(), RemoteError>;
 
+/// Decodes one procedure's arguments and checks their flags, without running anything: what
+/// the fuzz targets exercise for every procedure in the table.
+pub type CheckArgs = fn(&[u8]) -> Result<(), RemoteError>;
+
 /// One procedure.
 pub struct Procedure {
     pub number: i32,
     /// The libvirt API function it serves, as errors name it.
     pub name: &'static str,
     pub run: Run,
+    pub check_args: CheckArgs,
     pub attributes: u8,
 }
 
@@ -87,6 +92,21 @@ pub fn invoke<A: Decode, R: Encode>(
     name: &'static str,
     handler: fn(&Call, A) -> Result<R, RemoteError>,
 ) -> Result<(), RemoteError> {
+    let args = decode_checked::<A>(args, name)?;
+    handler(call, args)?.encode(reply);
+    Ok(())
+}
+
+/// The decoding half of `invoke`; the handler only names the argument type.
+pub fn check_args<A: Decode, R>(
+    args: &[u8],
+    name: &'static str,
+    _handler: fn(&Call, A) -> Result<R, RemoteError>,
+) -> Result<(), RemoteError> {
+    decode_checked::<A>(args, name).map(drop)
+}
+
+fn decode_checked<A: Decode>(args: &[u8], name: &'static str) -> Result<A, RemoteError> {
     let args = A::decode(&mut XdrReader::new(args))?;
     let unsupported = args.unsupported_flags();
     if unsupported != 0 {
@@ -94,8 +114,7 @@ pub fn invoke<A: Decode, R: Encode>(
             "unsupported flags ({unsupported:#x}) in function {name}"
         )));
     }
-    handler(call, args)?.encode(reply);
-    Ok(())
+    Ok(args)
 }
 
 /// One line of the procedure table: number, API name, handler, attributes.
@@ -110,11 +129,17 @@ macro_rules! procedure {
             run: |call, args, reply| {
                 $crate::remote::program::invoke(call, args, reply, $name, $handler)
             },
+            check_args: |args| $crate::remote::program::check_args(args, $name, $handler),
             attributes: $attributes,
         }
     };
 }
 pub(super) use procedure;
+
+/// Every procedure of the table, by number.
+pub fn procedures() -> &'static [Procedure] {
+    PROCEDURES
+}
 
 pub(super) fn find(number: i32) -> Option<&'static Procedure> {
     PROCEDURES
