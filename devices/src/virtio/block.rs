@@ -4,7 +4,9 @@
 //! bottom half in the VMM) has the transport put it on the used ring — QEMU's thread pool and
 //! completion BH, in small.
 
+use std::cell::Cell;
 use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -175,10 +177,10 @@ impl Block {
             .write(!config.readonly)
             .open(&config.path)
             .map_err(|e| format!("{}: {e}", config.path.display()))?;
-        let len = file
-            .metadata()
-            .map_err(|e| format!("{}: {e}", config.path.display()))?
-            .len();
+        // Seeking to the end measures block devices too, whose metadata says 0 bytes.
+        let len = (&file)
+            .seek(SeekFrom::End(0))
+            .map_err(|e| format!("{}: {e}", config.path.display()))?;
         let capacity_sectors = len / SECTOR_SIZE;
         let mut id = [0u8; ID_BYTES];
         for (dst, src) in id.iter_mut().zip(config.id.bytes()) {
@@ -200,6 +202,7 @@ impl Block {
             id,
             completed: completed.clone(),
             on_complete,
+            host_error_logged: Cell::new(false),
         };
         let io_thread = std::thread::Builder::new()
             .name("virtio-blk-io".into())
@@ -288,9 +291,19 @@ struct IoThread {
     generation: Arc<AtomicU64>,
     in_flight: Arc<InFlight>,
     stats: Arc<BlockStats>,
+    /// The host's first I/O error is logged; the guest sees every one as IOERR.
+    host_error_logged: Cell<bool>,
 }
 
 impl IoThread {
+    /// A read, write or flush the host refused (a full or failing disk): logged once per
+    /// disk, so a guest retrying cannot flood the log.
+    fn host_error(&self, what: &str, e: &std::io::Error) {
+        if !self.host_error_logged.replace(true) {
+            log::warn!("virtio-blk: {what}: {e}; the guest gets an I/O error (logged once)");
+        }
+    }
+
     fn run(self, requests: Receiver<Request>) {
         crate::thread_hook::thread_started("virtio-blk-io");
         while let Ok(req) = requests.recv() {
@@ -443,9 +456,11 @@ impl IoThread {
                 };
                 for &(addr, len) in &req.data {
                     let mut buf = vec![0u8; len as usize];
-                    if self.mem.read_slice(&mut buf, addr).is_err()
-                        || self.file.write_all_at(&buf, offset).is_err()
-                    {
+                    if self.mem.read_slice(&mut buf, addr).is_err() {
+                        return (S_IOERR, 0);
+                    }
+                    if let Err(e) = self.file.write_all_at(&buf, offset) {
+                        self.host_error(&format!("write at byte {offset}"), &e);
                         return (S_IOERR, 0);
                     }
                     offset += u64::from(len);
@@ -453,10 +468,15 @@ impl IoThread {
                 (S_OK, 0)
             }
             T_FLUSH => {
-                if self.readonly || self.file.sync_data().is_ok() {
-                    (S_OK, 0)
-                } else {
-                    (S_IOERR, 0)
+                if self.readonly {
+                    return (S_OK, 0);
+                }
+                match self.file.sync_data() {
+                    Ok(()) => (S_OK, 0),
+                    Err(e) => {
+                        self.host_error("flush", &e);
+                        (S_IOERR, 0)
+                    }
                 }
             }
             T_DISCARD | T_WRITE_ZEROES => {

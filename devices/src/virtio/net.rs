@@ -51,6 +51,10 @@ pub struct Net {
     scratch: Vec<u8>,
     /// Errors writing to the tap are reported once.
     tx_error_logged: bool,
+    /// Reading the tap failed for good (its interface was deleted, say): it is no longer
+    /// watched, and frames the guest sends are dropped, so the loop neither spins on the
+    /// dead fd nor floods the log.
+    tap_failed: bool,
     stats: Arc<NetStats>,
 }
 
@@ -62,6 +66,7 @@ impl Net {
             pending: None,
             scratch: vec![0; MAX_FRAME],
             tx_error_logged: false,
+            tap_failed: false,
             stats: Arc::default(),
         })
     }
@@ -69,6 +74,23 @@ impl Net {
     /// The interface's counters, kept by its queue handlers.
     pub fn stats(&self) -> Arc<NetStats> {
         self.stats.clone()
+    }
+
+    /// The next frame from the tap into `scratch`: its length, or None if none is waiting or
+    /// the tap has failed.
+    fn read_tap(&mut self) -> Option<usize> {
+        if self.tap_failed {
+            return None;
+        }
+        match self.tap.read_frame(&mut self.scratch) {
+            Ok(frame) => frame,
+            Err(e) => {
+                self.stats.rx_error();
+                self.tap_failed = true;
+                log::warn!("virtio-net: tap read: {e}; the tap is no longer read, and frames the guest sends are dropped");
+                None
+            }
+        }
     }
 
     fn transmit(&mut self, queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<bool, GuestError> {
@@ -96,7 +118,9 @@ impl Net {
                 mem.read_slice(&mut frame[start..], desc.addr())
                     .map_err(|e| GuestError(format!("virtio-net: TX buffer outside RAM: {e}")))?;
             }
-            if frame.len() > HDR_LEN {
+            if frame.len() > HDR_LEN && self.tap_failed {
+                self.stats.tx_failed();
+            } else if frame.len() > HDR_LEN {
                 let sent = self.tap.write_frame(&frame[HDR_LEN..]);
                 match &sent {
                     Ok(_) => self.stats.sent((frame.len() - HDR_LEN) as u64),
@@ -122,14 +146,9 @@ impl Net {
         let mut used = false;
         loop {
             if self.pending.is_none() {
-                match self.tap.read_frame(&mut self.scratch) {
-                    Ok(Some(n)) => self.pending = Some(self.scratch[..n].to_vec()),
-                    Ok(None) => break,
-                    Err(e) => {
-                        self.stats.rx_error();
-                        log::warn!("virtio-net: tap read: {e}");
-                        break;
-                    }
+                match self.read_tap() {
+                    Some(n) => self.pending = Some(self.scratch[..n].to_vec()),
+                    None => break,
                 }
             }
             let Some(frame) = self.pending.as_ref() else {
@@ -223,7 +242,7 @@ impl VirtioDevice for Net {
     ) -> Result<bool, GuestError> {
         if !driver_ready {
             // No driver yet: like a NIC without receive buffers, drop what arrives.
-            while let Ok(Some(_)) = self.tap.read_frame(&mut self.scratch) {
+            while self.read_tap().is_some() {
                 self.stats.rx_dropped();
             }
             if self.pending.take().is_some() {
@@ -238,7 +257,7 @@ impl VirtioDevice for Net {
     }
 
     fn wants_events(&self) -> bool {
-        self.pending.is_none()
+        self.pending.is_none() && !self.tap_failed
     }
 
     fn reset(&mut self) {

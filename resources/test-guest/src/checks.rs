@@ -54,6 +54,7 @@ pub fn run(boot: &BootInfo, name: &str, t: &mut Tally) {
         "blk" => blk(boot, t),
         "blk-write" => blk_write(boot, t),
         "blk-ro" => blk_ro(boot, t),
+        "blk-stream" => blk_stream(boot, t),
         "virtio" => virtio(boot, t),
         _ => report(t, name, false, format_args!("unknown test")),
     }
@@ -844,6 +845,95 @@ fn blk_bench(boot: &BootInfo, t: &mut Tally) {
             format_args!("sectors={sectors} seq64k_n={seq_n} seq64k_tsc={seq} rand4k_n={rand_n} rand4k_tsc={rand}"),
         ),
         Err(why) => report(t, "blk-bench", false, format_args!("{why}")),
+    }
+}
+
+/// What stopped a `blk-stream`: the request, the status the device gave (0xff: none) and the
+/// first sector it covered.
+struct StreamError {
+    what: &'static str,
+    status: u8,
+    sector: u64,
+}
+
+impl From<&'static str> for StreamError {
+    fn from(what: &'static str) -> StreamError {
+        StreamError {
+            what,
+            status: 0xff,
+            sector: 0,
+        }
+    }
+}
+
+/// Writes the disk from sector 1 to its end, 4 KiB a request, and flushes after every
+/// `stream.flush=N` writes (default 4). Once a flush completes it prints `FLUSHED <end>
+/// stamp=<stamp>`: every sector in [1, end) is then on the host's disk, whatever becomes of
+/// the VMM. Each sector holds the stamp, its own number, then `number ^ offset` bytes.
+fn blk_stream(boot: &BootInfo, t: &mut Tally) {
+    const CHUNK: u64 = 8;
+    let every: u64 = boot
+        .arg("stream.flush")
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(4);
+    let stamp = cpu::rdtsc();
+    let result = (|| -> Result<u64, StreamError> {
+        let dev = disk(boot, false)?;
+        let mut cap = [0u8; 8];
+        for (i, b) in cap.iter_mut().enumerate() {
+            *b = virtio::config_byte(&dev, i);
+        }
+        let sectors = u64::from_le_bytes(cap);
+        let buf = core::ptr::addr_of!(BENCH_BUFFER) as usize;
+        let mut slot = 0u16;
+        let mut sector = 1;
+        let mut writes = 0;
+        while sector + CHUNK <= sectors {
+            for s in 0..CHUNK {
+                let at = buf + (s as usize) * SECTOR;
+                let number = sector + s;
+                // SAFETY: inside BENCH_BUFFER (64 KiB); only this check uses it now.
+                unsafe {
+                    core::ptr::write_volatile(at as *mut u64, stamp);
+                    core::ptr::write_volatile((at + 8) as *mut u64, number);
+                    for i in 16..SECTOR {
+                        core::ptr::write_volatile((at + i) as *mut u8, number as u8 ^ i as u8);
+                    }
+                }
+            }
+            let len = (CHUNK as usize * SECTOR) as u32;
+            let status = blk_request_at(&dev, BLK_T_OUT, sector, buf, len, slot)?.0;
+            slot = slot.wrapping_add(1);
+            if status != 0 {
+                return Err(StreamError { what: "write", status, sector });
+            }
+            sector += CHUNK;
+            writes += 1;
+            if writes % every == 0 || sector + CHUNK > sectors {
+                let status = blk_request(&dev, BLK_T_FLUSH, 0, 0, slot)?.0;
+                slot = slot.wrapping_add(1);
+                if status != 0 {
+                    return Err(StreamError { what: "flush", status, sector });
+                }
+                let _ = writeln!(Console, "FLUSHED {sector} stamp={stamp:#x}");
+            }
+        }
+        Ok(sector)
+    })();
+    match result {
+        Ok(end) => report(
+            t,
+            "blk-stream",
+            true,
+            format_args!("end={end} stamp={stamp:#x}"),
+        ),
+        Err(e) => report(
+            t,
+            "blk-stream",
+            false,
+            format_args!("{} status={} sector={}", e.what, e.status, e.sector),
+        ),
     }
 }
 
