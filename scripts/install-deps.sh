@@ -15,10 +15,12 @@
 #   collectd-core prometheus-libvirt-exporter   the monitoring agents the monitoring test
 #                               points at our socket (collectd's virt plugin, the exporter)
 #   virtinst                    virt-install, which the serve test points at `vmm serve`
+#   g++ util-linux              libFuzzer (built by libfuzzer-sys, scripts/fuzz.sh); losetup and
+#                               mount for the fault tests' full and failing disks
 set -euo pipefail
 packages=(libglib2.0-dev pkg-config qemu-system-x86 time busybox-static cpio
           libvirt-clients python3-libvirt libxml2-utils libvirt-daemon iproute2 e2fsprogs stress-ng
-          collectd-core prometheus-libvirt-exporter virtinst)
+          collectd-core prometheus-libvirt-exporter virtinst g++ util-linux)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

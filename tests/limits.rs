@@ -1,0 +1,262 @@
+//! README's limits, each pushed past 10^5 times against a running VM: every attempt gets its
+//! clear answer (an error, a wait or a closed connection), and VmRSS stays flat.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::managed::{Managed, UUID};
+use common::raw_rpc::{self, error_message, frame, REMOTE};
+use common::{kvm_available, rss_kib};
+
+const CONNECT_OPEN: i32 = 1;
+const CONNECT_GET_TYPE: i32 = 3;
+const DOMAIN_DEFINE_XML: i32 = 11;
+const DOMAIN_LOOKUP_BY_NAME: i32 = 23;
+const REGISTER_ANY: i32 = 316;
+const OPEN_ARGS: [u8; 8] = [0; 8];
+/// libvirt's error codes (virerror.h) the refusals carry.
+const VIR_ERR_XML_ERROR: i32 = 27;
+const VIR_ERR_CONFIG_UNSUPPORTED: i32 = 67;
+
+/// Abusive operations per limit.
+const ABUSES: usize = 100_000;
+/// Growth allowed over the abuse: allocator noise, not a queue.
+const FLAT_KIB: u64 = 4 << 10;
+
+fn start(tag: &str, extra: &[&str]) -> Managed {
+    let mut args = vec![
+        "--memory",
+        "64M",
+        "--cmdline",
+        "quiet test=ticker ticker.count=1000000",
+    ];
+    args.extend_from_slice(extra);
+    Managed::spawn(tag, &args, &[])
+}
+
+fn connect(socket: &Path) -> UnixStream {
+    let s = UnixStream::connect(socket).expect("connect to the management socket");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn call(proc_: i32, serial: u32, args: &[u8]) -> Vec<u8> {
+    frame(REMOTE, 1, proc_, 0, serial, 0, args)
+}
+
+fn reply(s: &mut UnixStream) -> (u32, i32, Vec<u8>) {
+    raw_rpc::read_reply(s).expect("a reply (none within 10 s)")
+}
+
+/// An open connection.
+fn open(socket: &Path) -> UnixStream {
+    let mut s = connect(socket);
+    s.write_all(&call(CONNECT_OPEN, 1, &OPEN_ARGS)).unwrap();
+    assert_eq!(reply(&mut s).1, 0, "CONNECT_OPEN");
+    s
+}
+
+/// XDR string.
+fn xdr_string(text: &[u8]) -> Vec<u8> {
+    let mut v = (text.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(text);
+    v.resize(v.len().next_multiple_of(4), 0);
+    v
+}
+
+/// The libvirt error code of an error reply.
+fn error_code(payload: &[u8]) -> i32 {
+    i32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
+}
+
+/// Runs `abuse` ABUSES times after ABUSES/10 of warm-up (allocator pools, thread stacks),
+/// and checks that the VMM's VmRSS grew by at most FLAT_KIB meanwhile.
+fn assert_flat(vm: &Managed, what: &str, abuse: impl FnMut(usize)) {
+    assert_flat_over(vm, what, ABUSES, abuse);
+}
+
+/// `assert_flat` over `count` abuses (for those that send a megabyte each).
+fn assert_flat_over(vm: &Managed, what: &str, count: usize, mut abuse: impl FnMut(usize)) {
+    for i in 0..count / 10 {
+        abuse(i);
+    }
+    let pid = vm.child.id();
+    let before = rss_kib(pid);
+    let started = Instant::now();
+    for i in 0..count {
+        abuse(i);
+    }
+    let after = rss_kib(pid);
+    eprintln!(
+        "{what}: {count} in {:.1} s, VmRSS {before} -> {after} KiB",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        after <= before + FLAT_KIB,
+        "{what}: VmRSS grew from {before} to {after} KiB over {count} abuses"
+    );
+    vm.assert_guest_runs();
+}
+
+/// Past `--mgmt-max-clients`, a connection waits at the socket until a client leaves; and
+/// clients that come and go 10^5 times leave nothing behind.
+#[test]
+fn clients_past_the_limit_wait_and_churn_stays_flat() {
+    if !kvm_available("clients_past_the_limit_wait_and_churn_stays_flat") {
+        return;
+    }
+    let vm = start("max-clients", &["--mgmt-max-clients", "4"]);
+    let held: Vec<UnixStream> = (0..4).map(|_| open(&vm.socket)).collect();
+    let mut waiting = connect(&vm.socket);
+    waiting.write_all(&call(CONNECT_OPEN, 1, &OPEN_ARGS)).unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        waiting.read(&mut byte).is_err(),
+        "a fifth client was served past --mgmt-max-clients 4"
+    );
+    drop(held);
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = [0u8; 3];
+    waiting.read_exact(&mut rest).expect("served once a client left");
+    drop(waiting);
+
+    assert_flat(&vm, "connect, open, close", |_| {
+        drop(open(&vm.socket));
+    });
+}
+
+/// A length word past libvirt's 32 MiB message (plus its own four bytes) closes the
+/// connection before anything is allocated.
+#[test]
+fn oversized_messages_close_the_connection_and_stay_flat() {
+    if !kvm_available("oversized_messages_close_the_connection_and_stay_flat") {
+        return;
+    }
+    let vm = start("oversized", &[]);
+    let mut huge = ((32 << 20) + 5u32).to_be_bytes().to_vec();
+    huge.extend_from_slice(&[0; 24]);
+    assert_flat(&vm, "length words of 32 MiB + 5", |_| {
+        assert!(
+            raw_rpc::closed_without_reply(&vm.ro_socket, &huge),
+            "an oversized message was answered"
+        );
+    });
+}
+
+/// Calls pipelined far past the five in flight per client are all answered, in turn: the
+/// server stops reading the client meanwhile instead of queueing its calls.
+#[test]
+fn pipelined_calls_past_the_in_flight_limit_are_answered_and_flat() {
+    if !kvm_available("pipelined_calls_past_the_in_flight_limit_are_answered_and_flat") {
+        return;
+    }
+    let vm = start("in-flight", &[]);
+    let mut s = open(&vm.ro_socket);
+    let batch: Vec<u8> = (0..1000u32)
+        .flat_map(|serial| call(CONNECT_GET_TYPE, serial, &[]))
+        .collect();
+    let mut writer = s.try_clone().unwrap();
+    // Each abuse is one call; they go out in batches of 1000 from a writer thread while this
+    // thread reads the answers.
+    let (go, batches) = std::sync::mpsc::channel::<()>();
+    let sender = std::thread::spawn(move || {
+        for () in batches {
+            writer.write_all(&batch).expect("the server keeps reading");
+        }
+    });
+    let mut answered = 0usize;
+    assert_flat(&vm, "pipelined GET_TYPE calls", |i| {
+        if i % 1000 == 0 {
+            go.send(()).unwrap();
+        }
+        let (_, status, payload) = reply(&mut s);
+        assert_eq!(status, 0, "{}", error_message(&payload));
+        answered += 1;
+    });
+    drop(go);
+    sender.join().unwrap();
+    assert_eq!(answered, ABUSES + ABUSES / 10);
+}
+
+/// A string argument longer than REMOTE_STRING_MAX (4 MiB) is refused from its length word,
+/// before its bytes are read or allocated.
+#[test]
+fn oversized_string_arguments_are_refused_and_flat() {
+    if !kvm_available("oversized_string_arguments_are_refused_and_flat") {
+        return;
+    }
+    let vm = start("long-string", &[]);
+    let mut s = open(&vm.ro_socket);
+    let args = ((4 << 20) + 1u32).to_be_bytes();
+    assert_flat(&vm, "4 MiB + 1 names", |i| {
+        s.write_all(&call(DOMAIN_LOOKUP_BY_NAME, i as u32, &args))
+            .unwrap();
+        let (_, status, payload) = reply(&mut s);
+        assert_eq!(status, 1, "an oversized string was taken");
+        assert!(!error_message(&payload).is_empty());
+    });
+}
+
+/// Malformed domain XML is an XML error each time; XML past 1 MiB is refused by size (a
+/// thousand times: each is a megabyte on the wire).
+#[test]
+fn bad_and_oversized_domain_xml_is_refused_and_flat() {
+    if !kvm_available("bad_and_oversized_domain_xml_is_refused_and_flat") {
+        return;
+    }
+    let vm = start("bad-xml", &[]);
+    let mut s = open(&vm.socket);
+    let mut big = b"<domain type='kvm'><name>".to_vec();
+    big.resize((1 << 20) + 1, b'x');
+    let big = xdr_string(&big);
+    assert_flat_over(&vm, "domain XML of 1 MiB + 1", 1000, |i| {
+        s.write_all(&call(DOMAIN_DEFINE_XML, i as u32, &big)).unwrap();
+        let (_, status, payload) = reply(&mut s);
+        assert_eq!(status, 1);
+        assert_eq!(error_code(&payload), VIR_ERR_CONFIG_UNSUPPORTED);
+        assert!(
+            error_message(&payload).contains("at most 1048576 are read"),
+            "{}",
+            error_message(&payload)
+        );
+    });
+    let malformed = xdr_string(b"<domain type='kvm'><name>web</name><memory>64<");
+    assert_flat(&vm, "malformed domain XML", |i| {
+        s.write_all(&call(DOMAIN_DEFINE_XML, i as u32, &malformed))
+            .unwrap();
+        let (_, status, payload) = reply(&mut s);
+        assert_eq!(status, 1);
+        assert_eq!(error_code(&payload), VIR_ERR_XML_ERROR);
+    });
+    assert!(vm.virsh(&["dumpxml", "--inactive", common::managed::NAME]).contains(UUID));
+}
+
+/// Past 256 event registrations on a connection, each further one is refused.
+#[test]
+fn event_registrations_past_the_limit_are_refused_and_flat() {
+    if !kvm_available("event_registrations_past_the_limit_are_refused_and_flat") {
+        return;
+    }
+    let vm = start("registrations", &[]);
+    let mut s = open(&vm.ro_socket);
+    let args = [0u8; 8];
+    for serial in 0..256 {
+        s.write_all(&call(REGISTER_ANY, serial, &args)).unwrap();
+        assert_eq!(reply(&mut s).1, 0);
+    }
+    assert_flat(&vm, "event registrations past 256", |i| {
+        s.write_all(&call(REGISTER_ANY, i as u32, &args)).unwrap();
+        let (_, status, payload) = reply(&mut s);
+        assert_eq!(status, 1);
+        assert!(error_message(&payload).contains("too many event callbacks"));
+    });
+}
