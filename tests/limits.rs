@@ -112,7 +112,9 @@ fn clients_past_the_limit_wait_and_churn_stays_flat() {
     let vm = start("max-clients", &["--mgmt-max-clients", "4"]);
     let held: Vec<UnixStream> = (0..4).map(|_| open(&vm.socket)).collect();
     let mut waiting = connect(&vm.socket);
-    waiting.write_all(&call(CONNECT_OPEN, 1, &OPEN_ARGS)).unwrap();
+    waiting
+        .write_all(&call(CONNECT_OPEN, 1, &OPEN_ARGS))
+        .unwrap();
     waiting
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
@@ -126,7 +128,9 @@ fn clients_past_the_limit_wait_and_churn_stays_flat() {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut rest = [0u8; 3];
-    waiting.read_exact(&mut rest).expect("served once a client left");
+    waiting
+        .read_exact(&mut rest)
+        .expect("served once a client left");
     drop(waiting);
 
     assert_flat(&vm, "connect, open, close", |_| {
@@ -219,7 +223,8 @@ fn bad_and_oversized_domain_xml_is_refused_and_flat() {
     big.resize((1 << 20) + 1, b'x');
     let big = xdr_string(&big);
     assert_flat_over(&vm, "domain XML of 1 MiB + 1", 1000, |i| {
-        s.write_all(&call(DOMAIN_DEFINE_XML, i as u32, &big)).unwrap();
+        s.write_all(&call(DOMAIN_DEFINE_XML, i as u32, &big))
+            .unwrap();
         let (_, status, payload) = reply(&mut s);
         assert_eq!(status, 1);
         assert_eq!(error_code(&payload), VIR_ERR_CONFIG_UNSUPPORTED);
@@ -237,7 +242,9 @@ fn bad_and_oversized_domain_xml_is_refused_and_flat() {
         assert_eq!(status, 1);
         assert_eq!(error_code(&payload), VIR_ERR_XML_ERROR);
     });
-    assert!(vm.virsh(&["dumpxml", "--inactive", common::managed::NAME]).contains(UUID));
+    assert!(vm
+        .virsh(&["dumpxml", "--inactive", common::managed::NAME])
+        .contains(UUID));
 }
 
 /// Past 256 event registrations on a connection, each further one is refused.
