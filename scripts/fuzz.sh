@@ -56,6 +56,7 @@ run() {
     shift
     local targets=("$@")
     [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(all_targets)
+    mkdir -p work
     printf '%-12s %12s %8s %6s %7s %6s\n' target execs exec/s cov ft corpus
     local failed=0 i pids=()
     for ((i = 0; i < ${#targets[@]}; i += jobs)); do
