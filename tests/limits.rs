@@ -16,6 +16,8 @@ const CONNECT_OPEN: i32 = 1;
 const CONNECT_GET_TYPE: i32 = 3;
 const DOMAIN_DEFINE_XML: i32 = 11;
 const DOMAIN_LOOKUP_BY_NAME: i32 = 23;
+const DOMAIN_RESUME: i32 = 28;
+const DOMAIN_SUSPEND: i32 = 34;
 const REGISTER_ANY: i32 = 316;
 const OPEN_ARGS: [u8; 8] = [0; 8];
 /// libvirt's error codes (virerror.h) the refusals carry.
@@ -266,4 +268,87 @@ fn event_registrations_past_the_limit_are_refused_and_flat() {
         assert_eq!(status, 1);
         assert!(error_message(&payload).contains("too many event callbacks"));
     });
+}
+
+/// remote_nonnull_domain for the managed VM: name, UUID, id (the server checks the UUID).
+fn domain_ref() -> Vec<u8> {
+    let mut v = xdr_string(common::managed::NAME.as_bytes());
+    let hex: String = UUID.chars().filter(|c| *c != '-').collect();
+    for i in 0..16 {
+        v.push(u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap());
+    }
+    v.extend_from_slice(&1i32.to_be_bytes());
+    v
+}
+
+/// Events for a client that never reads queue up to the per-client backlog (16 MiB), and then
+/// the client is dropped, with a warning: eight such clients in turn, each with 256 lifecycle
+/// registrations, while another connection suspends and resumes the VM (each round queues
+/// some 2.3 * 10^5 event messages). Past the first round, VmRSS stays flat: the backlog is
+/// kept as large buffers, which the allocator gives back, not as small fragments.
+#[test]
+fn events_for_a_client_that_never_reads_are_bounded_then_it_is_dropped() {
+    if !kvm_available("events_for_a_client_that_never_reads_are_bounded_then_it_is_dropped") {
+        return;
+    }
+    let vm = start("event-backlog", &[]);
+    let mut control = open(&vm.socket);
+    let dom = domain_ref();
+    let mut serial = 0u32;
+    let mut toggle = |control: &mut UnixStream| {
+        for proc_ in [DOMAIN_SUSPEND, DOMAIN_RESUME] {
+            serial += 1;
+            control.write_all(&call(proc_, serial, &dom)).unwrap();
+            let (_, status, payload) = reply(control);
+            assert_eq!(status, 0, "{}", error_message(&payload));
+        }
+    };
+    let pid = vm.child.id();
+    let mut after_first = 0;
+    for round in 0..8 {
+        let mut subscriber = open(&vm.ro_socket);
+        let args = [0u8; 8];
+        for serial in 0..256 {
+            subscriber
+                .write_all(&call(REGISTER_ANY, serial, &args))
+                .unwrap();
+            assert_eq!(reply(&mut subscriber).1, 0);
+        }
+        // Two events a toggle, 256 messages each, about 100 bytes a message: 16 MiB is
+        // reached within some 330 toggles.
+        let mut toggles = 0;
+        while !common::read_lossy(&vm.dir.path("stderr.log"))
+            .matches("is not reading; dropping it")
+            .count()
+            .ge(&(round + 1))
+        {
+            toggle(&mut control);
+            toggles += 1;
+            assert!(
+                toggles < 5000,
+                "round {round}: the silent client was never dropped"
+            );
+        }
+        // Its connection ends once what was already sent has been read.
+        subscriber
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut sink = Vec::new();
+        subscriber
+            .read_to_end(&mut sink)
+            .expect("the dropped client's connection ends");
+        // The server frees the client after closing it; give it a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        let rss = rss_kib(pid);
+        eprintln!("round {round}: dropped after {toggles} toggles; VmRSS {rss} KiB");
+        if round == 0 {
+            after_first = rss;
+        } else {
+            assert!(
+                rss <= after_first + FLAT_KIB,
+                "round {round}: VmRSS {rss} KiB, {after_first} after the first round"
+            );
+        }
+    }
+    vm.assert_guest_runs();
 }

@@ -18,6 +18,11 @@ use crate::rpc::RemoteError;
 /// its request limit, so this also bounds a client's receive memory.
 pub const READ_CHUNK: usize = 64 * 1024;
 
+/// Untracked messages (events, stream data) join the last queued untracked one up to this
+/// size: a backlog is then a few hundred large buffers, not 10^5 small ones whose freed
+/// memory the allocator keeps in fragments.
+const COALESCE_UNTRACKED: usize = 64 * 1024;
+
 /// A message to write; `tracked` replies release one request slot when fully written.
 pub struct Outgoing {
     pub bytes: Vec<u8>,
@@ -137,6 +142,17 @@ impl<D> ClientState<D> {
             return;
         }
         self.tx_bytes += bytes.len();
+        if !tracked {
+            if let Some(back) = self.tx.back_mut() {
+                if !back.tracked && back.bytes.len() + bytes.len() <= COALESCE_UNTRACKED {
+                    // Appending leaves `written` valid: it counts from the front.
+                    back.bytes
+                        .reserve_exact(COALESCE_UNTRACKED - back.bytes.len());
+                    back.bytes.extend_from_slice(&bytes);
+                    return;
+                }
+            }
+        }
         self.tx.push_back(Outgoing {
             bytes,
             written: 0,
