@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::managed::{Managed, UUID};
-use common::raw_rpc::{self, error_message, frame, REMOTE};
+use common::raw_rpc::{self, error_message, frame, read_message, REMOTE};
 use common::{kvm_available, rss_kib};
 
 const CONNECT_OPEN: i32 = 1;
@@ -18,7 +18,17 @@ const DOMAIN_DEFINE_XML: i32 = 11;
 const DOMAIN_LOOKUP_BY_NAME: i32 = 23;
 const DOMAIN_RESUME: i32 = 28;
 const DOMAIN_SUSPEND: i32 = 34;
+const DOMAIN_OPEN_CONSOLE: i32 = 201;
 const REGISTER_ANY: i32 = 316;
+/// Message types and statuses (virnetprotocol.x).
+const REPLY: i32 = 1;
+const STREAM: i32 = 3;
+const STATUS_ERROR: i32 = 1;
+const STATUS_CONTINUE: i32 = 2;
+/// VIR_DOMAIN_CONSOLE_FORCE.
+const CONSOLE_FORCE: u32 = 1;
+/// The largest stream packet (VIR_NET_MESSAGE_LEGACY_PAYLOAD_MAX).
+const STREAM_CHUNK_MAX: usize = 262_120;
 const OPEN_ARGS: [u8; 8] = [0; 8];
 /// libvirt's error codes (virerror.h) the refusals carry.
 const VIR_ERR_XML_ERROR: i32 = 27;
@@ -350,5 +360,149 @@ fn events_for_a_client_that_never_reads_are_bounded_then_it_is_dropped() {
             );
         }
     }
+    vm.assert_guest_runs();
+}
+
+/// DOMAIN_OPEN_CONSOLE's arguments: the domain, no device name, `flags`.
+fn open_console_args(flags: u32) -> Vec<u8> {
+    let mut v = domain_ref();
+    v.extend_from_slice(&0u32.to_be_bytes());
+    v.extend_from_slice(&flags.to_be_bytes());
+    v
+}
+
+/// Opens the console as call `serial`: reads what comes first (the previous session's data
+/// and its end) up to the call's reply, which must be a success.
+fn open_console(s: &mut UnixStream, serial: u32, flags: u32) {
+    s.write_all(&call(
+        DOMAIN_OPEN_CONSOLE,
+        serial,
+        &open_console_args(flags),
+    ))
+    .unwrap();
+    loop {
+        let m = read_message(s).expect("the console open's reply (none within 10 s)");
+        if m.kind == REPLY && m.serial == serial {
+            assert_eq!(m.status, 0, "open console: {}", error_message(&m.payload));
+            return;
+        }
+    }
+}
+
+/// A stream packet of the console opened by call `serial`.
+fn console_packet(serial: u32, status: i32, data: &[u8]) -> Vec<u8> {
+    frame(REMOTE, 1, DOMAIN_OPEN_CONSOLE, STREAM, serial, status, data)
+}
+
+/// A forced console open takes the console over 10^5 times on one connection: each
+/// takeover ends the previous session's stream (so a connection never holds more than the
+/// streams limit), each open is answered, and nothing is left behind.
+#[test]
+fn console_takeovers_are_answered_and_flat() {
+    if !kvm_available("console_takeovers_are_answered_and_flat") {
+        return;
+    }
+    let vm = start("console-takeover", &[]);
+    let mut s = open(&vm.socket);
+    assert_flat(&vm, "forced console opens", |i| {
+        open_console(&mut s, 10 + i as u32, CONSOLE_FORCE);
+    });
+}
+
+/// A console packet one byte over the stream packet limit aborts that stream with a clear
+/// error, and the connection goes on: 10^3 times, a quarter of a megabyte each.
+#[test]
+fn oversized_console_packets_abort_the_stream_and_stay_flat() {
+    if !kvm_available("oversized_console_packets_abort_the_stream_and_stay_flat") {
+        return;
+    }
+    let vm = start("console-oversized", &[]);
+    let mut s = open(&vm.socket);
+    let oversized = vec![b'x'; STREAM_CHUNK_MAX + 1];
+    assert_flat_over(&vm, "oversized console packets", 1000, |i| {
+        let serial = 10 + i as u32;
+        open_console(&mut s, serial, CONSOLE_FORCE);
+        s.write_all(&console_packet(serial, STATUS_CONTINUE, &oversized))
+            .unwrap();
+        loop {
+            let m = read_message(&mut s).expect("the stream's error (none within 10 s)");
+            if m.kind == STREAM && m.serial == serial && m.status == STATUS_ERROR {
+                assert!(
+                    error_message(&m.payload).contains("over the limit"),
+                    "{}",
+                    error_message(&m.payload)
+                );
+                break;
+            }
+        }
+    });
+}
+
+/// Console input for a guest that never reads its UART: 10^5 packets are sent, the server
+/// takes what the receive FIFO and the client's request slots hold and then stops reading
+/// that client (the sender blocks) while it serves others; once another client takes the
+/// console over, the rest is read and dropped. VmRSS stays flat throughout.
+#[test]
+fn console_input_the_guest_never_reads_is_bounded_and_flat() {
+    if !kvm_available("console_input_the_guest_never_reads_is_bounded_and_flat") {
+        return;
+    }
+    let vm = start("console-input", &[]);
+    let pid = vm.child.id();
+    let mut typist = open(&vm.socket);
+    open_console(&mut typist, 2, 0);
+    let before = rss_kib(pid);
+    let mut writer = typist.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let flood = std::thread::spawn(move || {
+        let packet = console_packet(2, STATUS_CONTINUE, &[b'x'; 64]);
+        for _ in 0..ABUSES {
+            writer.write_all(&packet).expect("console input is taken");
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    // The sender stalls: the server stopped reading it.
+    let mut stalled_at = 0;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = sent.load(std::sync::atomic::Ordering::Relaxed);
+        if now == stalled_at {
+            break;
+        }
+        stalled_at = now;
+    }
+    assert!(
+        stalled_at < ABUSES / 10,
+        "{stalled_at} console packets were taken from a client whose guest reads none"
+    );
+    let stalled_rss = rss_kib(pid);
+    // Others are served meanwhile.
+    let mut other = open(&vm.socket);
+    other.write_all(&call(CONNECT_GET_TYPE, 2, &[])).unwrap();
+    assert_eq!(reply(&mut other).1, 0);
+    // A takeover ends the typist's stream; its remaining packets are read and ignored.
+    open_console(&mut other, 3, CONSOLE_FORCE);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !flood.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the typist is still blocked after the takeover ({} sent)",
+            sent.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    flood.join().expect("every console packet was sent");
+    let after = rss_kib(pid);
+    eprintln!(
+        "console input: stalled after {stalled_at} packets; VmRSS {before} -> {stalled_rss} -> {after} KiB"
+    );
+    assert!(
+        stalled_rss <= before + FLAT_KIB && after <= before + FLAT_KIB,
+        "VmRSS {before} -> {stalled_rss} -> {after} KiB"
+    );
     vm.assert_guest_runs();
 }

@@ -44,16 +44,30 @@ pub fn exchange(socket: &Path, bytes: &[u8]) -> Option<(i32, Vec<u8>)> {
 
 /// Reads one reply frame: (serial, status, payload); None if the connection ended first.
 pub fn read_reply(s: &mut UnixStream) -> Option<(u32, i32, Vec<u8>)> {
+    read_message(s).map(|m| (m.serial, m.status, m.payload))
+}
+
+/// One message of any type, as `read_message` gives it.
+pub struct Message {
+    pub kind: i32,
+    pub serial: u32,
+    pub status: i32,
+    pub payload: Vec<u8>,
+}
+
+/// Reads one message (reply, event or stream packet); None if the connection ended first.
+pub fn read_message(s: &mut UnixStream) -> Option<Message> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).ok()?;
     let mut rest = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
     s.read_exact(&mut rest).ok()?;
     let word = |i: usize| [rest[i], rest[i + 1], rest[i + 2], rest[i + 3]];
-    Some((
-        u32::from_be_bytes(word(16)),
-        i32::from_be_bytes(word(20)),
-        rest[24..].to_vec(),
-    ))
+    Some(Message {
+        kind: i32::from_be_bytes(word(12)),
+        serial: u32::from_be_bytes(word(16)),
+        status: i32::from_be_bytes(word(20)),
+        payload: rest[24..].to_vec(),
+    })
 }
 
 pub fn error_message(payload: &[u8]) -> String {

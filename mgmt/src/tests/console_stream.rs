@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{dom_arg, start, wait_until, Peer};
 use crate::remote::protocol::{procedure as p, REMOTE_PROGRAM};
 use crate::rpc::error::code;
-use crate::rpc::stream::{STREAM_BACKLOG, STREAM_CHUNK_MAX};
+use crate::rpc::stream::{MAX_STREAMS_PER_CLIENT, STREAM_BACKLOG, STREAM_CHUNK_MAX};
 use crate::rpc::wire::{self, Frame, Header};
 use crate::rpc::xdr::{XdrReader, XdrWriter};
 use crate::rpc::{RemoteError, StreamEndpoint, StreamRead, StreamWaker};
@@ -221,6 +221,34 @@ fn bad_devices_and_oversized_packets_get_errors() {
         error.message
     );
     assert_eq!(peer.call(p::DOMAIN_GET_INFO, &dom_arg()).0, OK);
+}
+
+#[test]
+fn a_connection_holds_at_most_four_streams() {
+    let (_server, vm, path) = start("console-many", |_| {});
+    let mut peer = Peer::connect(&path);
+    peer.open();
+    let serials: Vec<u32> = (0..MAX_STREAMS_PER_CLIENT)
+        .map(|_| {
+            let (status, serial, _) = open_console(&mut peer, None);
+            assert_eq!(status, OK);
+            serial
+        })
+        .collect();
+    let (status, _, payload) = open_console(&mut peer, None);
+    assert_eq!(status, ERROR, "a fifth stream was opened");
+    let error = RemoteError::decode(&mut XdrReader::new(&payload)).unwrap();
+    assert_eq!(error.code, code::OPERATION_FAILED);
+    assert!(
+        error.message.contains("at most 4 streams"),
+        "{}",
+        error.message
+    );
+    // The refused endpoint was closed, and finishing one stream frees its slot.
+    assert_eq!(vm.console.get(|s| s.closes), 1);
+    send_stream(&mut peer, serials[0], OK, &[]);
+    assert_eq!(next_stream(&mut peer).header.status, OK);
+    assert_eq!(open_console(&mut peer, None).0, OK);
 }
 
 #[test]
