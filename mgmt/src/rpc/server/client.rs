@@ -28,6 +28,8 @@ pub struct Outgoing {
     pub bytes: Vec<u8>,
     pub written: usize,
     pub tracked: bool,
+    /// Messages in `bytes` (untracked ones are merged).
+    pub messages: usize,
 }
 
 pub struct ClientState<D> {
@@ -36,6 +38,8 @@ pub struct ClientState<D> {
     unparsed: Vec<u8>,
     pub tx: VecDeque<Outgoing>,
     pub tx_bytes: usize,
+    /// Messages in tx, counted before merging.
+    pub tx_messages: usize,
     /// Messages read and not yet answered: calls dispatched or queued, and the replies the
     /// event loop made itself (errors, keepalive pongs) until they are written. At the limit
     /// nothing more is parsed or read, so a client that never reads is bounded too.
@@ -91,6 +95,7 @@ impl<D: Default> Client<D> {
                 unparsed: Vec::new(),
                 tx: VecDeque::new(),
                 tx_bytes: 0,
+                tx_messages: 0,
                 nrequests: 0,
                 barrier: false,
                 keepalive: false,
@@ -142,13 +147,16 @@ impl<D> ClientState<D> {
             return;
         }
         self.tx_bytes += bytes.len();
+        self.tx_messages += 1;
         if !tracked {
             if let Some(back) = self.tx.back_mut() {
                 if !back.tracked && back.bytes.len() + bytes.len() <= COALESCE_UNTRACKED {
-                    // Appending leaves `written` valid: it counts from the front.
+                    // Appending leaves `written` valid: it counts from the front. One
+                    // allocation a buffer, not a doubling series.
                     back.bytes
                         .reserve_exact(COALESCE_UNTRACKED - back.bytes.len());
                     back.bytes.extend_from_slice(&bytes);
+                    back.messages += 1;
                     return;
                 }
             }
@@ -157,6 +165,7 @@ impl<D> ClientState<D> {
             bytes,
             written: 0,
             tracked,
+            messages: 1,
         });
     }
 
@@ -231,6 +240,7 @@ impl<D> ClientState<D> {
                     if front.written == front.bytes.len() {
                         if let Some(done) = self.tx.pop_front() {
                             self.tx_bytes -= done.bytes.len();
+                            self.tx_messages -= done.messages;
                             completed += usize::from(done.tracked);
                         }
                     }

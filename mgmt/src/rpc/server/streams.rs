@@ -172,7 +172,7 @@ impl<D> ClientState<D> {
         }
         while !stream.eof_sent
             && self.tx_bytes < STREAM_BACKLOG
-            && self.tx.len() < STREAM_QUEUED_MAX
+            && self.tx_messages < STREAM_QUEUED_MAX
         {
             match stream.endpoint.read(STREAM_CHUNK_MAX) {
                 StreamRead::Data(data) if data.is_empty() => break,
