@@ -28,5 +28,16 @@ done
 if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
-    apt-get install -y --no-install-recommends "${missing[@]}"
+    # Some machines come with a newer qemu-utils (bookworm-backports) than bookworm's QEMU
+    # allows: it Breaks qemu-system-common (< 8.0), so apt refuses qemu-system-x86. Take
+    # bookworm's qemu-utils with bookworm's QEMU (nothing here uses qemu-img).
+    downgrade=()
+    installed=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+    from_sources=$(apt-cache madison qemu-utils | awk -F'|' 'NR == 1 { gsub(/ /, "", $2); print $2 }')
+    if [[ " ${missing[*]} " == *" qemu-system-x86 "* && -n $installed && -n $from_sources ]] &&
+        dpkg --compare-versions "$installed" gt "$from_sources"; then
+        echo "install-deps: qemu-utils $installed is newer than bookworm's QEMU allows; taking $from_sources" >&2
+        downgrade=(--allow-downgrades "qemu-utils=$from_sources")
+    fi
+    apt-get install -y --no-install-recommends "${downgrade[@]}" "${missing[@]}"
 fi
