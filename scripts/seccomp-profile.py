@@ -26,6 +26,11 @@ for path in sys.argv[1:]:
         if not seen:
             names[tid] = 'vmm'
         seen.append(tid)
+        if call == 'execve' and tid == seen[0]:
+            # The wrapper shell becoming the VMM: what the shell did is not the VMM's.
+            per_tid[tid].clear()
+            per_tid_ioctl[tid].clear()
+            continue
         if call == 'prctl':
             n = NAME.search(line)
             if n:

@@ -17,7 +17,11 @@ for vmm in "$root"/target/{debug,release}/vmm; do
 #!/bin/sh
 # Written by scripts/seccomp-profile.sh; the real binary is vmm.real.
 case "\$1" in run|serve) cmd=\$1; shift; set -- "\$cmd" --seccomp=off "\$@";; esac
-exec strace -f -qq -e raw=ioctl -o "$traces/trace.\$\$" "$vmm.real" "\$@"
+# strace attaches to this shell and follows it into the VMM, so the tests' signals reach
+# the VMM itself (a VMM under strace would see strace detach on SIGTERM and run on).
+strace -f -qq -e raw=ioctl -o "$traces/trace.\$\$" -p \$\$ 2>/dev/null &
+until grep -q '^TracerPid:[[:space:]]*[1-9]' /proc/\$\$/status; do sleep 0.01; done
+exec "$vmm.real" "\$@"
 WRAP
     chmod +x "$vmm"
 done

@@ -72,12 +72,12 @@ impl ThreadKind {
         }
     }
 
-    fn lists(self) -> (&'static [Allowed], Option<&'static [Ioctl]>) {
+    fn lists(self) -> (&'static [Allowed], &'static [Ioctl]) {
         match self {
-            ThreadKind::Main => (lists::MAIN, None),
-            ThreadKind::Vcpu => (lists::VCPU, Some(lists::VCPU_IOCTLS)),
-            ThreadKind::BlockIo => (lists::BLOCK_IO, Some(lists::BLOCK_IO_IOCTLS)),
-            ThreadKind::Management => (lists::MANAGEMENT, Some(lists::MANAGEMENT_IOCTLS)),
+            ThreadKind::Main => (lists::MAIN, lists::MAIN_IOCTLS),
+            ThreadKind::Vcpu => (lists::VCPU, lists::VCPU_IOCTLS),
+            ThreadKind::BlockIo => (lists::BLOCK_IO, lists::BLOCK_IO_IOCTLS),
+            ThreadKind::Management => (lists::MANAGEMENT, lists::MANAGEMENT_IOCTLS),
         }
     }
 
@@ -87,10 +87,25 @@ impl ThreadKind {
     pub fn syscalls(self) -> BTreeSet<i64> {
         let mut calls: BTreeSet<i64> = self.entries().map(|a| a.0).collect();
         // A kind with an empty ioctl list makes none.
-        if !matches!(self.lists().1, Some(&[])) {
+        if self.ioctl_entries().next().is_some() {
             calls.insert(libc::SYS_ioctl);
         }
         calls
+    }
+
+    /// The ioctl requests this kind may make: its list, and for the main loop the vCPU
+    /// threads' too, since they start under its filter.
+    fn ioctl_requests(self) -> BTreeSet<u64> {
+        self.ioctl_entries().map(|i| i.0).collect()
+    }
+
+    fn ioctl_entries(self) -> impl Iterator<Item = &'static Ioctl> {
+        let (_, own) = self.lists();
+        let also: &[Ioctl] = match self {
+            ThreadKind::Main => lists::VCPU_IOCTLS,
+            _ => &[],
+        };
+        own.iter().chain(also)
     }
 
     /// Every entry of the lists this kind holds, with its reason.
@@ -110,7 +125,7 @@ impl ThreadKind {
         for Allowed(call, why) in self.entries() {
             log::debug!("seccomp {self:?}: system call {call}: {why}");
         }
-        for Ioctl(request, why) in self.lists().1.unwrap_or(&[]) {
+        for Ioctl(request, why) in self.ioctl_entries() {
             log::debug!("seccomp {self:?}: ioctl {request:#x}: {why}");
         }
     }
@@ -141,27 +156,21 @@ pub fn init(mode: SeccompMode) -> Result<(), String> {
 
 fn compile(kind: ThreadKind, mode: SeccompMode) -> Result<BpfProgram, String> {
     let at = |e: seccompiler::BackendError| format!("seccomp filter for {kind:?}: {e}");
-    let (_, ioctls) = kind.lists();
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for call in kind.syscalls() {
         rules.insert(call, Vec::new());
     }
-    match ioctls {
-        Some([]) => {}
+    let requests = kind.ioctl_requests();
+    if !requests.is_empty() {
         // Only these requests (the second argument), whatever the fd.
-        Some(requests) => {
-            let mut conditions = Vec::new();
-            for request in requests {
-                let request =
-                    SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, request.0)
-                        .map_err(at)?;
-                conditions.push(SeccompRule::new(vec![request]).map_err(at)?);
-            }
-            rules.insert(libc::SYS_ioctl, conditions);
+        let mut conditions = Vec::new();
+        for request in requests {
+            let request =
+                SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, request)
+                    .map_err(at)?;
+            conditions.push(SeccompRule::new(vec![request]).map_err(at)?);
         }
-        None => {
-            rules.insert(libc::SYS_ioctl, Vec::new());
-        }
+        rules.insert(libc::SYS_ioctl, conditions);
     }
     let mismatch = match mode {
         SeccompMode::Log => SeccompAction::Log,
@@ -245,16 +254,21 @@ mod tests {
                 assert!(!why.is_empty());
                 assert_ne!(nr, libc::SYS_ioctl, "ioctl has its own rules");
             }
-            for request in ioctls.unwrap_or(&[]) {
-                assert!(!request.1.is_empty());
+            let mut requests = std::collections::BTreeSet::new();
+            for Ioctl(request, why) in kind.ioctl_entries() {
+                assert!(
+                    requests.insert(request),
+                    "{kind:?}: ioctl {request:#x} twice"
+                );
+                assert!(!why.is_empty());
             }
+            assert!(ioctls.len() <= requests.len());
         }
     }
 
-    #[test]
-    fn a_confined_thread_is_killed_only_for_what_it_may_not_do() {
-        // In a child process, so the kill ends only the child.
-        let program = compile(ThreadKind::BlockIo, SeccompMode::On).unwrap();
+    /// Runs `calls` in a child confined to `kind`'s filter; the child's wait status.
+    fn confined_child(kind: ThreadKind, calls: impl FnOnce()) -> i32 {
+        let program = compile(kind, SeccompMode::On).unwrap();
         // SAFETY: fork in a test; the child only installs the filter compiled before and
         // makes system calls before _exit.
         let pid = unsafe { libc::fork() };
@@ -264,17 +278,40 @@ mod tests {
                 // SAFETY: leaving the child.
                 unsafe { libc::_exit(2) };
             }
-            // SAFETY: write(2) of a valid buffer to stderr, then socket(2), which the I/O
-            // thread may not call.
-            unsafe {
-                libc::write(2, b"".as_ptr().cast(), 0);
-                libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-                libc::_exit(0);
-            }
+            calls();
+            // SAFETY: leaving the child.
+            unsafe { libc::_exit(0) };
         }
         let mut status = 0;
         // SAFETY: waiting for the child we forked.
         unsafe { libc::waitpid(pid, &mut status, 0) };
+        status
+    }
+
+    #[test]
+    fn the_main_loop_may_make_only_its_ioctls() {
+        // SAFETY (both): ioctls on fd 0 with a zeroed buffer big enough for either request.
+        let allowed = confined_child(ThreadKind::Main, || unsafe {
+            let mut buf = [0u8; 64];
+            libc::ioctl(0, libc::TCGETS, buf.as_mut_ptr());
+        });
+        assert!(libc::WIFEXITED(allowed) && libc::WEXITSTATUS(allowed) == 0);
+        let refused = confined_child(ThreadKind::Main, || unsafe {
+            let mut buf = [0u8; 64];
+            libc::ioctl(0, libc::SIOCGIFFLAGS, buf.as_mut_ptr());
+        });
+        assert!(libc::WIFSIGNALED(refused), "status {refused:#x}");
+        assert_eq!(libc::WTERMSIG(refused), libc::SIGSYS);
+    }
+
+    #[test]
+    fn a_confined_thread_is_killed_only_for_what_it_may_not_do() {
+        // SAFETY: write(2) of a valid buffer to stderr, then socket(2), which the I/O thread
+        // may not call.
+        let status = confined_child(ThreadKind::BlockIo, || unsafe {
+            libc::write(2, b"".as_ptr().cast(), 0);
+            libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        });
         assert!(libc::WIFSIGNALED(status), "status {status:#x}");
         assert_eq!(libc::WTERMSIG(status), libc::SIGSYS);
     }

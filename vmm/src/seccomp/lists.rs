@@ -76,7 +76,7 @@ pub const COMMON: &[Allowed] = &[
 /// (virtio queues, the tap, the console), and the building and tearing down of machines on
 /// `virsh start`/`destroy` (KVM ioctls, guest memory, threads, files). It also starts the
 /// vCPU and I/O threads, which run under this filter too, so it holds their lists as well
-/// (see `ThreadKind::syscalls`). Its ioctls are not narrowed: it creates VMs and taps.
+/// (see `ThreadKind::syscalls`).
 pub const MAIN: &[Allowed] = &[
     Allowed(SYS_poll, "the GLib main loop"),
     Allowed(SYS_ppoll, "the GLib main loop"),
@@ -119,6 +119,41 @@ pub const MAIN: &[Allowed] = &[
     Allowed(SYS_fallocate, "guest memory without holes (memfd)"),
     Allowed(SYS_memfd_create, "guest memory"),
     Allowed(SYS_setpriority, "the management threads' nice value"),
+];
+
+/// The main loop's ioctls: building a machine (on `/dev/kvm`, the VM and its vCPUs before
+/// their threads start), its taps and the terminal. The vCPU threads' list is added, since
+/// they start under this filter.
+pub const MAIN_IOCTLS: &[Ioctl] = &[
+    Ioctl(0xae00, "KVM_GET_API_VERSION: opening /dev/kvm"),
+    Ioctl(0xae01, "KVM_CREATE_VM"),
+    Ioctl(0xae03, "KVM_CHECK_EXTENSION: what the host's KVM offers"),
+    Ioctl(
+        0xae04,
+        "KVM_GET_VCPU_MMAP_SIZE: mapping a new vCPU's run area",
+    ),
+    Ioctl(0xc008_ae05, "KVM_GET_SUPPORTED_CPUID: a new vCPU's CPUID"),
+    Ioctl(0xae41, "KVM_CREATE_VCPU"),
+    Ioctl(0x4020_ae46, "KVM_SET_USER_MEMORY_REGION: guest RAM"),
+    Ioctl(0xae47, "KVM_SET_TSS_ADDR"),
+    Ioctl(0x4008_ae48, "KVM_SET_IDENTITY_MAP_ADDR"),
+    Ioctl(0x4068_aea3, "KVM_ENABLE_CAP: the split irqchip"),
+    Ioctl(0x4020_ae76, "KVM_IRQFD: the devices' interrupts"),
+    Ioctl(
+        0x4040_ae79,
+        "KVM_IOEVENTFD: the virtio queues' notifications",
+    ),
+    Ioctl(
+        0xaea3,
+        "KVM_GET_TSC_KHZ: the guest's TSC frequency (CPUID leaf 0x15)",
+    ),
+    Ioctl(0x4004_54ca, "TUNSETIFF: opening a tap"),
+    Ioctl(0x5401, "TCGETS: whether stdin is a terminal, its settings"),
+    Ioctl(0x5402, "TCSETS: the terminal in raw mode, and back at exit"),
+    Ioctl(
+        0x5421,
+        "FIONBIO: a console client's socket made non-blocking",
+    ),
 ];
 
 /// A vCPU thread: KVM_RUN and the exits it completes (PIO/MMIO to the UART, i8042, PM
