@@ -438,6 +438,94 @@ fn oversized_console_packets_abort_the_stream_and_stay_flat() {
     });
 }
 
+/// Reads the console stream opened by call `serial` until `end` has come; returns how many
+/// bytes came and the last 64 KiB of them.
+fn read_console_until(s: &mut UnixStream, serial: u32, end: &[u8]) -> (usize, Vec<u8>) {
+    let mut total = 0;
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        let m = read_message(s).expect("console output (none within 10 s)");
+        if m.kind != STREAM || m.serial != serial {
+            continue;
+        }
+        assert_eq!(m.status, STATUS_CONTINUE, "{}", error_message(&m.payload));
+        total += m.payload.len();
+        tail.extend_from_slice(&m.payload);
+        let found = tail.windows(end.len()).any(|w| w == end);
+        tail.drain(..tail.len().saturating_sub(64 << 10));
+        if found {
+            return (total, tail);
+        }
+    }
+}
+
+/// Guest output for a console client that never reads: the guest prints FLOOD_LINES lines,
+/// about 350 KB, five times the session's 64 KiB buffer. (3×10^4 lines, not 10^5: every
+/// byte is a port write the vCPU exits for, about 40 µs each on a PVM host.) The guest is never held up, the VMM logs that the client is losing
+/// output, VmRSS stays flat, and when the client reads at last it gets the newest output
+/// (the flood's end) while the oldest is gone.
+#[test]
+fn guest_output_a_console_client_never_reads_is_bounded_and_flat() {
+    if !kvm_available("guest_output_a_console_client_never_reads_is_bounded_and_flat") {
+        return;
+    }
+    const FLOOD_LINES: usize = 30_000;
+    let vm = Managed::spawn(
+        "console-output",
+        &["--memory", "64M", "--cmdline", "quiet"],
+        &[],
+    )
+    .with_patience(Duration::from_secs(600));
+    vm.wait_for_console("guest> ", 1);
+    let pid = vm.child.id();
+    let mut client = open(&vm.socket);
+    open_console(&mut client, 2, 0);
+    // A short flood read to its end first, so that first use is not counted.
+    let flood =
+        |lines: usize| console_packet(2, STATUS_CONTINUE, format!("flood {lines}\r").as_bytes());
+    client.write_all(&flood(1000)).unwrap();
+    read_console_until(&mut client, 2, b"flood done: 1000 lines");
+    let before = rss_kib(pid);
+    let started = Instant::now();
+    client.write_all(&flood(FLOOD_LINES)).unwrap();
+    let done = format!("flood done: {FLOOD_LINES} lines");
+    vm.wait_for_console(&done, 1);
+    let after = rss_kib(pid);
+    let printed: usize = (1..=FLOOD_LINES)
+        .map(|n| format!("flood {n}\n").len())
+        .sum();
+    eprintln!(
+        "guest output nobody read: {FLOOD_LINES} lines ({printed} bytes) in {:.1} s, VmRSS {before} -> {after} KiB",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        after <= before + FLAT_KIB,
+        "VmRSS grew from {before} to {after} KiB"
+    );
+    assert!(
+        vm.log().contains("the client is not reading"),
+        "the VMM did not log the lost output:\n{}",
+        vm.log()
+    );
+    // The client reads at last: the newest output is there, much of the flood is not.
+    let (received, tail) = read_console_until(&mut client, 2, done.as_bytes());
+    eprintln!("the client then read {received} bytes");
+    assert!(
+        received < printed / 2,
+        "{received} of {printed} bytes reached a client that did not read"
+    );
+    let last = format!("flood {FLOOD_LINES}");
+    assert!(
+        tail.windows(last.len()).any(|w| w == last.as_bytes()),
+        "the newest output did not reach the client"
+    );
+    assert_eq!(
+        vm.virsh(&["domstate", "--reason", common::managed::NAME])
+            .trim(),
+        "running (booted)"
+    );
+}
+
 /// Console input for a guest that never reads its UART: 10^5 packets are sent, the server
 /// takes what the receive FIFO and the client's request slots hold and then stops reading
 /// that client (the sender blocks) while it serves others; once another client takes the

@@ -139,11 +139,14 @@ impl Managed {
         }
     }
 
+    /// What the VMM logged so far (its stderr).
+    pub fn log(&self) -> String {
+        read_lossy(&self.dir.path("stderr.log"))
+    }
+
     /// Event callbacks clients have registered so far (the VMM logs each at info level).
     pub fn registered_callbacks(&self) -> usize {
-        read_lossy(&self.dir.path("stderr.log"))
-            .matches("event callback")
-            .count()
+        self.log().matches("event callback").count()
     }
 
     /// `virsh event --all --loop` on this VM, registered before it returns.

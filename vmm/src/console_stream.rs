@@ -38,6 +38,19 @@ struct Session {
     ended: bool,
 }
 
+impl Session {
+    /// Says how much output the client lost, if any, as the session ends.
+    fn log_dropped(&self) {
+        if self.dropped > 0 {
+            log::warn!(
+                "console session {} ended; its client lost {} bytes of output",
+                self.id,
+                self.dropped
+            );
+        }
+    }
+}
+
 #[derive(Default)]
 struct HubState {
     next_id: u64,
@@ -118,6 +131,9 @@ impl ConsoleHub {
             (id, previous)
         };
         // The old session's next read finds it no longer holds the console.
+        if let Some(previous) = &previous {
+            previous.log_dropped();
+        }
         if let Some(waker) = previous.and_then(|s| s.waker) {
             waker.wake();
         }
@@ -169,6 +185,13 @@ impl ConsoleHub {
             session.output.extend(bytes);
             let excess = session.output.len().saturating_sub(SESSION_BUFFER);
             if excess > 0 {
+                if session.dropped == 0 {
+                    log::warn!(
+                        "console session {}: the client is not reading; its oldest output \
+                         goes past {SESSION_BUFFER} bytes",
+                        session.id
+                    );
+                }
                 session.output.drain(..excess);
                 session.dropped += excess as u64;
             }
@@ -284,7 +307,9 @@ impl StreamEndpoint for ConsoleSession {
     fn close(&self) {
         let mut state = self.hub.lock();
         if state.session.as_ref().is_some_and(|s| s.id == self.id) {
-            state.session = None;
+            if let Some(session) = state.session.take() {
+                session.log_dropped();
+            }
         }
     }
 }

@@ -46,8 +46,14 @@ pub enum Command<'a> {
     Info,
     Poweroff,
     Reboot,
+    /// `flood N`: N numbered lines as fast as the UART takes them, for tests of a console
+    /// client that stops reading.
+    Flood(u32),
     Unknown(&'a str),
 }
+
+/// The most lines one `flood` prints.
+const FLOOD_MAX: u32 = 10_000_000;
 
 pub fn parse(line: &str) -> Command<'_> {
     match line.trim() {
@@ -56,7 +62,10 @@ pub fn parse(line: &str) -> Command<'_> {
         "info" => Command::Info,
         "poweroff" => Command::Poweroff,
         "reboot" => Command::Reboot,
-        other => Command::Unknown(other),
+        other => match other.strip_prefix("flood ").map(|n| n.trim().parse::<u32>()) {
+            Some(Ok(lines)) if lines <= FLOOD_MAX => Command::Flood(lines),
+            _ => Command::Unknown(other),
+        },
     }
 }
 
@@ -91,7 +100,7 @@ pub fn run(boot: &BootInfo) -> ! {
         match parse(core::str::from_utf8(&line[..len]).unwrap_or("")) {
             Command::Empty => {}
             Command::Help => {
-                let _ = writeln!(Console, "help      this list\ninfo      the boot report\npoweroff  power the VM off\nreboot    reset the VM");
+                let _ = writeln!(Console, "help      this list\ninfo      the boot report\nflood N   N numbered lines\npoweroff  power the VM off\nreboot    reset the VM");
             }
             Command::Info => crate::report::print(boot),
             Command::Poweroff => {
@@ -101,6 +110,12 @@ pub fn run(boot: &BootInfo) -> ! {
             Command::Reboot => {
                 let _ = writeln!(Console, "rebooting");
                 io::reset();
+            }
+            Command::Flood(lines) => {
+                for line in 1..=lines {
+                    let _ = writeln!(Console, "flood {line}");
+                }
+                let _ = writeln!(Console, "flood done: {lines} lines");
             }
             Command::Unknown(other) => {
                 let _ = writeln!(Console, "unknown command: {other}");
@@ -120,6 +135,9 @@ mod tests {
         assert_eq!(parse("poweroff"), Command::Poweroff);
         assert_eq!(parse("reboot"), Command::Reboot);
         assert_eq!(parse(""), Command::Empty);
+        assert_eq!(parse("flood 100000"), Command::Flood(100000));
+        assert_eq!(parse("flood 10000001"), Command::Unknown("flood 10000001"));
+        assert_eq!(parse("flood x"), Command::Unknown("flood x"));
         assert_eq!(parse("halt now"), Command::Unknown("halt now"));
     }
 }
