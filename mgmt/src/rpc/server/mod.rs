@@ -267,6 +267,10 @@ impl<D: Send + 'static> Shared<D> {
         for client in clients {
             {
                 let mut c = client.lock();
+                // A client being dropped gets nothing more (and is warned about once).
+                if c.closed {
+                    continue;
+                }
                 event.messages_for(&c.data, &mut messages);
                 if messages.is_empty() {
                     continue;
