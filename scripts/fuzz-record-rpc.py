@@ -205,9 +205,17 @@ for sent in streams:
     if not data:
         continue
     save("rpc_frames", b"\xff" + data)
+    calls = bytearray()
     at = 0
     while at + 4 <= len(data):
         (length,) = struct.unpack(">I", data[at:at + 4])
         save("remote_args", data[at + 4:at + length])
+        # remote_calls: the session's calls (procedure, argument length, arguments).
+        program, _, procedure, kind = struct.unpack(">IIiI", data[at + 4:at + 20])
+        if program == 0x20008086 and kind == 0 and procedure != 1:
+            args = data[at + 28:at + length]
+            calls += struct.pack(">HH", procedure, len(args)) + args
         at += length
+    if calls:
+        save("remote_calls", bytes(calls))
 print(f"recorded {len(streams)} client streams into {CORPUS}")

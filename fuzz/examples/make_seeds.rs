@@ -130,7 +130,26 @@ fn virtio_net() -> Seeds {
     image.descriptor(1, 0, frame_at, 12, F_NEXT, 1);
     image.descriptor(1, 1, frame_at + 12, 60, 0, 0);
     image.offer(1, &[0]);
-    vec![("rx-and-tx".into(), image.input(3))]
+    // The same frame arrives from the tap for the receive buffers (the target's input
+    // starts with the arriving frame's length, then the frame).
+    let arriving = &frame[12..];
+    let with_frame = |input: Vec<u8>| {
+        let mut v = (arriving.len() as u16).to_le_bytes().to_vec();
+        v.extend_from_slice(arriving);
+        v.extend_from_slice(&input);
+        v
+    };
+    let mut seeds = vec![
+        ("rx-and-tx".into(), with_frame(image.input(3))),
+        ("rx-only".into(), with_frame(image.input(1))),
+    ];
+    // A frame larger than both buffers: truncated into a chain of two.
+    let mut small = Image::new();
+    small.descriptor(0, 0, BUFFERS, 40, F_WRITE | F_NEXT, 1);
+    small.descriptor(0, 1, BUFFERS + 0x800, 20, F_WRITE, 0);
+    small.offer(0, &[0]);
+    seeds.push(("rx-truncated".into(), with_frame(small.input(1))));
+    seeds
 }
 
 /// A Linux driver's register writes up to DRIVER_OK, then a notify, as 7-byte records.
@@ -183,11 +202,55 @@ fn guest_acpi() -> Seeds {
     seeds
 }
 
+/// Console sessions, in the target's steps (op, argument, ...): see
+/// fuzz_targets/console_stream.rs.
+fn console_stream() -> Seeds {
+    let typed = |slot: u8, text: &[u8]| {
+        let mut v = vec![2, slot, text.len() as u8];
+        v.extend_from_slice(text);
+        v
+    };
+    let mut session = vec![0, 0];
+    session.extend(typed(0, b"info\r"));
+    session.extend([5, 16, 4, 100, 1, 0x10, 8, 0, 3, 0]);
+    let mut full_fifo = vec![0, 0];
+    full_fifo.extend(typed(0, &[b'a'; 100]));
+    full_fifo.extend([5, 200]);
+    full_fifo.extend(typed(0, b"again"));
+    full_fifo.extend([5, 10, 8, 0]);
+    let mut replaced = vec![0, 0, 7, 1];
+    replaced.extend(typed(0, b"abc"));
+    replaced.extend([0, 1, 7, 0]);
+    replaced.extend(typed(0, b"abc"));
+    replaced.extend([5, 3, 8, 0]);
+    vec![
+        ("session".into(), session),
+        (
+            "takeover".into(),
+            vec![0, 0, 4, 50, 0, 0x81, 1, 0, 8, 1, 3, 0, 3, 1],
+        ),
+        ("overflow".into(), {
+            // Nine prints of 8 KiB and more: past the 64 KiB buffer.
+            let mut v = vec![0, 0];
+            v.extend([4, 0x80].repeat(9));
+            v.extend([8, 0, 8, 0]);
+            v
+        }),
+        ("full-fifo".into(), full_fifo),
+        (
+            "stopped".into(),
+            vec![0, 0, 4, 10, 6, 0, 8, 0, 8, 0, 0, 0, 3, 0],
+        ),
+        ("replaced".into(), replaced),
+    ]
+}
+
 fn main() {
     let out = std::env::args()
         .nth(1)
         .expect("usage: make_seeds CORPUS_DIR");
-    let targets: [(&str, Seeds); 5] = [
+    let targets: [(&str, Seeds); 6] = [
+        ("console_stream", console_stream()),
         ("virtio_blk", virtio_blk()),
         ("virtio_rng", virtio_rng()),
         ("virtio_net", virtio_net()),
@@ -198,7 +261,7 @@ fn main() {
         let dir = Path::new(&out).join(target);
         std::fs::create_dir_all(&dir).expect("corpus directory");
         for (name, bytes) in seeds {
-            assert!(bytes.len() <= MEM_SIZE + 2 || target == "guest_acpi");
+            assert!(bytes.len() <= MEM_SIZE + 2 + 2 + 1514 || target == "guest_acpi");
             std::fs::write(dir.join(format!("seed-{name}")), bytes).expect("seed file");
         }
     }
