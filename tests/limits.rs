@@ -447,6 +447,10 @@ fn oversized_console_packets_abort_the_stream_and_stay_flat() {
     });
 }
 
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 /// Reads the console stream opened by call `serial` until `end` has come; returns how many
 /// bytes came and the last 64 KiB of them.
 fn read_console_until(s: &mut UnixStream, serial: u32, end: &[u8]) -> (usize, Vec<u8>) {
@@ -460,7 +464,7 @@ fn read_console_until(s: &mut UnixStream, serial: u32, end: &[u8]) -> (usize, Ve
         assert_eq!(m.status, STATUS_CONTINUE, "{}", error_message(&m.payload));
         total += m.payload.len();
         tail.extend_from_slice(&m.payload);
-        let found = tail.windows(end.len()).any(|w| w == end);
+        let found = contains(&tail, end);
         tail.drain(..tail.len().saturating_sub(64 << 10));
         if found {
             return (total, tail);
@@ -525,7 +529,7 @@ fn guest_output_a_console_client_never_reads_is_bounded_and_flat() {
     );
     let last = format!("flood {FLOOD_LINES}");
     assert!(
-        tail.windows(last.len()).any(|w| w == last.as_bytes()),
+        contains(&tail, last.as_bytes()),
         "the newest output did not reach the client"
     );
     assert_eq!(

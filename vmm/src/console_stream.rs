@@ -131,11 +131,11 @@ impl ConsoleHub {
             (id, previous)
         };
         // The old session's next read finds it no longer holds the console.
-        if let Some(previous) = &previous {
+        if let Some(previous) = previous {
             previous.log_dropped();
-        }
-        if let Some(waker) = previous.and_then(|s| s.waker) {
-            waker.wake();
+            if let Some(waker) = previous.waker {
+                waker.wake();
+            }
         }
         Ok(Arc::new(ConsoleSession {
             hub: self.clone(),
@@ -306,10 +306,8 @@ impl StreamEndpoint for ConsoleSession {
 
     fn close(&self) {
         let mut state = self.hub.lock();
-        if state.session.as_ref().is_some_and(|s| s.id == self.id) {
-            if let Some(session) = state.session.take() {
-                session.log_dropped();
-            }
+        if let Some(session) = state.session.take_if(|s| s.id == self.id) {
+            session.log_dropped();
         }
     }
 }

@@ -96,7 +96,10 @@ pub const MAIN: &[Allowed] = &[
         "a kernel, an initrd or a definition being read",
     ),
     Allowed(SYS_access, "files a definition names"),
-    Allowed(SYS_socket, "bringing a tap up (SIOCSIFFLAGS)"),
+    Allowed(
+        SYS_socket,
+        "the management listeners, made on this thread (and a live server on the path probed)",
+    ),
     Allowed(SYS_dup, "the serial output shared by console clients"),
     Allowed(SYS_dup3, "the serial output shared by console clients"),
     Allowed(SYS_pipe2, "GLib's wake-up pipe"),
@@ -152,7 +155,7 @@ pub const MAIN_IOCTLS: &[Ioctl] = &[
     Ioctl(0x5402, "TCSETS: the terminal in raw mode, and back at exit"),
     Ioctl(
         0x5421,
-        "FIONBIO: a console client's socket made non-blocking",
+        "FIONBIO: the management listeners made non-blocking (std's set_nonblocking)",
     ),
 ];
 
