@@ -3,7 +3,8 @@
 //! - `main_loop`: the QEMU vl.c-style loop on GLib (clocks, timers, bottom halves, fd
 //!   handlers, signalfd, run-state requests and `main_loop_should_exit`).
 //! - `arch`: x86_64 boot-time state (memory layout, CPUID, registers, e820, MP table).
-//! - `vm`, `vcpu`: the KVM VM (RAM, split irqchip, MSI routes) and the vCPU threads.
+//! - `vm`, `vcpu`: the KVM VM (RAM, split irqchip, MSI routes) and the vCPU threads;
+//!   `guest_ram`: the RAM mapped 2 MiB aligned, so KVM can use large pages for it.
 //! - `placement`, `affinity`: which host CPUs the threads run on, and the system calls for it.
 //! - `loader`: kernel, initrd, command line and boot tables into guest RAM.
 //! - `device_manager`: the devices' ports, MMIO windows, interrupts and reset, virtio ones
@@ -24,6 +25,7 @@ pub mod console;
 pub mod console_stream;
 pub mod device_manager;
 pub mod domain_xml;
+pub mod guest_ram;
 pub mod host;
 pub mod launcher;
 pub mod loader;

@@ -1,0 +1,196 @@
+//! Guest RAM mapped where KVM can back it with 2 MiB pages.
+//!
+//! KVM maps a memory slot with large pages only if its host address and guest address agree
+//! modulo the page size; otherwise every 4 KiB of RAM the guest first touches is a nested page
+//! fault. Kernels since 6.7 align large anonymous mappings on 2 MiB themselves; older ones
+//! (Debian 12's 6.1) put them anywhere, and vm-memory maps with no address hint. So each region
+//! is mapped here inside a reservation 2 MiB larger and trimmed to an aligned window, as QEMU's
+//! qemu_ram_mmap does, and handed to vm-memory as a raw mapping that this module unmaps.
+
+use std::io;
+use std::ptr::null_mut;
+use std::sync::Arc;
+
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
+
+/// The alignment that lets KVM use 2 MiB pages (x86-64's large page).
+pub const HUGE_PAGE_SIZE: usize = 2 << 20;
+
+/// Guest RAM and the host mappings behind it. Field order is drop order: the memory map's
+/// references go before the mappings check that they are the last.
+pub struct GuestRam {
+    memory: GuestMemoryMmap,
+    /// Held for its Drop, which unmaps the RAM.
+    _mappings: Vec<Mapping>,
+}
+
+impl GuestRam {
+    /// Maps anonymous RAM for `(guest address, size)` regions, each host address 2 MiB aligned.
+    pub fn new(regions: &[(GuestAddress, usize)]) -> io::Result<GuestRam> {
+        let mut mappings = Vec::with_capacity(regions.len());
+        for &(start, len) in regions {
+            let addr = map_aligned(len)?;
+            // Owned from here: dropped (unmapped) on any error below.
+            let mut mapping = Mapping {
+                addr: addr as usize,
+                len,
+                region: None,
+            };
+            // SAFETY: [addr, addr + len) is the read-write anonymous mapping just made, which
+            // `mapping` keeps until no region refers to it.
+            let builder = unsafe {
+                MmapRegionBuilder::new(len)
+                    .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+                    .with_mmap_flags(MAP_FLAGS)
+                    .with_raw_mmap_pointer(addr)
+            };
+            let region = builder.build().map_err(io::Error::other)?;
+            let region = GuestRegionMmap::new(region, start)
+                .ok_or_else(|| io::Error::other("guest region wraps the address space"))?;
+            mapping.region = Some(Arc::new(region));
+            mappings.push(mapping);
+        }
+        let arcs = mappings.iter().filter_map(|m| m.region.clone()).collect();
+        let memory = GuestMemoryMmap::from_arc_regions(arcs).map_err(io::Error::other)?;
+        Ok(GuestRam {
+            memory,
+            _mappings: mappings,
+        })
+    }
+
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+}
+
+/// Private, anonymous, not counted against the commit limit until touched: what vm-memory
+/// maps guest RAM with.
+const MAP_FLAGS: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+
+/// One region's host mapping; unmapped when dropped, if nothing else still refers to it.
+struct Mapping {
+    addr: usize,
+    len: usize,
+    region: Option<Arc<GuestRegionMmap>>,
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if let Some(region) = self.region.take() {
+            if Arc::strong_count(&region) > 1 {
+                // A clone of the memory outlives the VM (a thread not yet joined): unmapping
+                // would pull the RAM from under it, so the mapping stays until exit.
+                log::warn!(
+                    "guest RAM at {:#x} still in use at teardown: left mapped",
+                    self.addr
+                );
+                return;
+            }
+        }
+        // SAFETY: [addr, addr + len) is the mapping made by map_aligned, and no region refers
+        // to it any more (the last reference was ours, or none was made).
+        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+    }
+}
+
+/// Maps `len` bytes of anonymous read-write memory at a 2 MiB-aligned address: a reservation
+/// of `len + 2 MiB`, with the unaligned head and the tail beyond `len` unmapped again.
+fn map_aligned(len: usize) -> io::Result<*mut u8> {
+    let reserve = len
+        .checked_add(HUGE_PAGE_SIZE)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+    // SAFETY: a new anonymous mapping at an address the kernel chooses; nothing else is touched.
+    let base = unsafe {
+        libc::mmap(
+            null_mut(),
+            reserve,
+            libc::PROT_READ | libc::PROT_WRITE,
+            MAP_FLAGS,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let base = base as usize;
+    let aligned = base.next_multiple_of(HUGE_PAGE_SIZE);
+    let head = aligned - base;
+    let tail = reserve - head - len;
+    // SAFETY: both ranges lie inside the reservation just mapped, outside [aligned,
+    // aligned + len), and nothing refers to them.
+    unsafe {
+        if head > 0 {
+            libc::munmap(base as *mut libc::c_void, head);
+        }
+        if tail > 0 {
+            libc::munmap((aligned + len) as *mut libc::c_void, tail);
+        }
+    }
+    Ok(aligned as *mut u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+
+    fn host_addresses(ram: &GuestRam) -> Vec<usize> {
+        ram.memory()
+            .iter()
+            .map(|r| r.get_host_address(MemoryRegionAddress(0)).unwrap() as usize)
+            .collect()
+    }
+
+    #[test]
+    fn regions_are_2mib_aligned_and_usable() {
+        // Odd sizes, and several mappings in a row, so that one aligned by luck proves nothing.
+        for _ in 0..4 {
+            let ram = GuestRam::new(&[
+                (GuestAddress(0), (6 << 20) + 4096),
+                (GuestAddress(1 << 32), 3 << 20),
+            ])
+            .unwrap();
+            for addr in host_addresses(&ram) {
+                assert_eq!(addr % HUGE_PAGE_SIZE, 0, "{addr:#x}");
+            }
+            let mem = ram.memory();
+            assert_eq!(mem.num_regions(), 2);
+            mem.write_obj(0x1234_5678u32, GuestAddress(6 << 20))
+                .unwrap();
+            assert_eq!(
+                mem.read_obj::<u32>(GuestAddress(6 << 20)).unwrap(),
+                0x1234_5678
+            );
+            mem.write_obj(7u8, GuestAddress((1 << 32) + (3 << 20) - 1))
+                .unwrap();
+            assert!(mem.read_obj::<u8>(GuestAddress(6 << 20 | 4096)).is_err());
+        }
+    }
+
+    #[test]
+    fn dropping_unmaps_the_ram() {
+        let ram = GuestRam::new(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        let addr = host_addresses(&ram)[0];
+        assert!(is_mapped(addr));
+        drop(ram);
+        assert!(!is_mapped(addr), "{addr:#x} still mapped");
+    }
+
+    #[test]
+    fn ram_still_in_use_at_drop_stays_mapped() {
+        let ram = GuestRam::new(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        let clone = ram.memory().clone();
+        drop(ram);
+        clone.write_obj(5u64, GuestAddress(8)).unwrap();
+        assert_eq!(clone.read_obj::<u64>(GuestAddress(8)).unwrap(), 5);
+    }
+
+    /// Whether the page at `addr` is mapped (mincore fails with ENOMEM on unmapped memory).
+    fn is_mapped(addr: usize) -> bool {
+        let mut vec = [0u8; 1];
+        // SAFETY: mincore only reports on the page; it reads and writes nothing of it.
+        unsafe { libc::mincore(addr as *mut libc::c_void, 4096, vec.as_mut_ptr()) == 0 }
+    }
+}
