@@ -23,7 +23,7 @@ rtc=on: without an RTC, QEMU 7.2's microvm still lets Linux probe the CMOS ports
 not say "no CMOS RTC", as ours does), and rtc_cmos then spins in mc146818_avoid_UIP until it
 gives up, which in the nested lane costs QEMU ~45 s of guest time (--qemu-machine to change).
 
-Usage: linux_boot.py --vmm PATH --kernel BZIMAGE --initrd CPIO [--runs N] [--cpus 1,2]
+Usage: linux_boot.py --vmm PATH --kernel BZIMAGE --initrd CPIO [--vmm-elf VMLINUX] [--runs N] [--cpus 1,2]
                      [--memory 512M] [--cmdline STRING] [--qemu-machine M] [--out DIR]
                      [--vmm-log-level LEVEL]
 --trace-exits (root, where the VMs' KVM is: in L1) counts, per boot, KVM's exits by reason,
@@ -60,7 +60,12 @@ def peers(args, cpus):
     qemu = [args.qemu, "-M", args.qemu_machine, "-enable-kvm", "-cpu", "host", "-smp", str(cpus),
             "-m", args.memory, "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio",
             "-no-reboot", "-kernel", args.kernel, "-initrd", args.initrd, "-append", args.cmdline]
-    return {"vmm": ours, "qemu": qemu}
+    boots = {"vmm": ours, "qemu": qemu}
+    if args.vmm_elf:
+        pvh = list(ours)
+        pvh[pvh.index("--kernel") + 1] = args.vmm_elf
+        boots["vmm-pvh"] = pvh
+    return boots
 
 
 def timed_boot(argv, timeout, trace=None):
@@ -235,6 +240,8 @@ def main():
     p.add_argument("--vmm-log-level", help="our VMM's --log-level (its stderr is saved with --out)")
     p.add_argument("--trace-exits", action="store_true", help="count KVM exits per boot (tracefs; slows boots)")
     p.add_argument("--out", help="directory for logs, results.json and table.md")
+    p.add_argument("--vmm-elf", help="also boot our VMM on this ELF (the vmlinux inside --kernel) through its "
+                                     "PVH note: the boot without the guest's decompressor (peer vmm-pvh)")
     args = p.parse_args()
     if args.out:
         os.makedirs(args.out, exist_ok=True)
@@ -247,7 +254,7 @@ def main():
     warm_caches(args)
     exit_lines = []
     for cpus in cpu_counts:
-        results[cpus] = {name: {m: [] for m in metrics} for name in ("vmm", "qemu")}
+        results[cpus] = {name: {m: [] for m in metrics} for name in peers(args, cpus)}
     # Interleaved: every round boots each peer once for each vCPU count.
     for run in range(args.runs):
         for cpus in cpu_counts:
@@ -276,27 +283,34 @@ def main():
                       f"({time.monotonic() - started:.0f} s elapsed)",
                       file=sys.stderr, flush=True)
 
-    def row(metric, unit, ours, qemu, fmt):
-        ratio = ours / qemu if qemu else float("nan")
-        return f"| {metric} | {ours:{fmt}} {unit} | {qemu:{fmt}} {unit} | {ratio:.3f} |"
+    pvh = bool(args.vmm_elf)
+
+    def row(metric, unit, key, fmt, by_peer):
+        med = {name: median(values[key]) for name, values in by_peer.items()}
+        cells = [f"{med['vmm']:{fmt}} {unit}"] + ([f"{med['vmm-pvh']:{fmt}} {unit}"] if pvh else [])
+        cells.append(f"{med['qemu']:{fmt}} {unit}")
+        ratio = lambda name: f"{med[name] / med['qemu']:.3f}" if med["qemu"] else "nan"
+        cells += [ratio("vmm")] + ([ratio("vmm-pvh")] if pvh else [])
+        return f"| {metric} | " + " | ".join(cells) + " |"
 
     lines = [f"Runs: {args.runs} per VMM and vCPU count, interleaved; medians. Memory {args.memory}, "
-             f"command line `{args.cmdline}`; QEMU `-M {args.qemu_machine}`.", ""]
+             f"command line `{args.cmdline}`; QEMU `-M {args.qemu_machine}`."
+             + (f" vmm-pvh: our VMM on {args.vmm_elf} (PVH entry)." if pvh else ""), ""]
+    header = (["vmm"] + (["vmm-pvh"] if pvh else []) + ["QEMU microvm", "ratio vmm/QEMU"]
+              + (["ratio vmm-pvh/QEMU"] if pvh else []))
     for cpus in cpu_counts:
-        v, q = results[cpus]["vmm"], results[cpus]["qemu"]
+        by_peer = results[cpus]
         lines += [f"{cpus} vCPU{'s' if cpus > 1 else ''}:", "",
-                  "| metric | vmm | QEMU microvm | ratio vmm/QEMU |", "|---|---|---|---|"]
-        med = lambda d, m: median(d[m])
-        lines.append(row("start -> first console byte", "ms", med(v, "first_ms"), med(q, "first_ms"), ".0f"))
-        lines.append(row("start -> kernel's first log line", "ms", med(v, "first_log_ms"),
-                         med(q, "first_log_ms"), ".0f"))
-        lines.append(row("start -> LINUX-GUEST-OK (init)", "ms", med(v, "init_ms"), med(q, "init_ms"), ".0f"))
-        lines.append(row("start -> exit after poweroff", "ms", med(v, "exit_ms"), med(q, "exit_ms"), ".0f"))
-        lines.append(row("peak RSS", "MiB", med(v, "rss_mib"), med(q, "rss_mib"), ".1f"))
-        lines.append(row("guest clock at `Run /init`", "s", med(v, "guest_run_init_s"),
-                         med(q, "guest_run_init_s"), ".3f"))
-        spread = lambda d, m: f"{min(d[m]):.0f}-{max(d[m]):.0f}"
-        lines += ["", f"Init, range over runs: vmm {spread(v, 'init_ms')} ms, QEMU {spread(q, 'init_ms')} ms.", ""]
+                  "| metric | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+        lines.append(row("start -> first console byte", "ms", "first_ms", ".0f", by_peer))
+        lines.append(row("start -> kernel's first log line", "ms", "first_log_ms", ".0f", by_peer))
+        lines.append(row("start -> LINUX-GUEST-OK (init)", "ms", "init_ms", ".0f", by_peer))
+        lines.append(row("start -> exit after poweroff", "ms", "exit_ms", ".0f", by_peer))
+        lines.append(row("peak RSS", "MiB", "rss_mib", ".1f", by_peer))
+        lines.append(row("guest clock at `Run /init`", "s", "guest_run_init_s", ".3f", by_peer))
+        spread = ", ".join(f"{name} {min(v['init_ms']):.0f}-{max(v['init_ms']):.0f} ms"
+                           for name, v in by_peer.items())
+        lines += ["", f"Init, range over runs: {spread}.", ""]
     if exit_lines:
         lines += ["KVM exits per boot (tracefs hist triggers; traced boots, times inflated):", "",
                   "```"] + exit_lines + ["```", ""]

@@ -3,7 +3,8 @@
 # Run as root (or with sudo) on Debian bookworm. Safe to run again.
 #   libglib2.0-dev pkg-config   glib-sys (the main loop runs on GLib)
 #   qemu-system-x86 time        the benchmark's baseline (qemu-system-x86_64 -M microvm), peak RSS
-#   busybox-static cpio         resources/linux-guest/build.sh (the Linux guest's initramfs)
+#   busybox-static cpio xz-utils   resources/linux-guest/build.sh (the Linux guest's initramfs;
+#                               xz unpacks the vmlinux inside the bzImage, for the PVH boot)
 #   libvirt-clients python3-libvirt   the real management clients the tests drive (virsh,
 #                               libvirt-python for /usr/bin/python3)
 #   libxml2-utils               xmllint, which virt-xml-validate runs: the tests validate
@@ -18,7 +19,7 @@
 #   g++ util-linux              libFuzzer (built by libfuzzer-sys, scripts/fuzz.sh); losetup and
 #                               mount for the fault tests' full and failing disks
 set -euo pipefail
-packages=(libglib2.0-dev pkg-config qemu-system-x86 time busybox-static cpio
+packages=(libglib2.0-dev pkg-config qemu-system-x86 time busybox-static cpio xz-utils
           libvirt-clients python3-libvirt libxml2-utils libvirt-daemon iproute2 e2fsprogs stress-ng
           collectd-core prometheus-libvirt-exporter virtinst g++ util-linux)
 missing=()

@@ -207,6 +207,67 @@ fn debian_kernel_boots_to_init_and_reboots_out() {
     );
 }
 
+/// The ELF inside Debian's bzImage (the recipe's out/vmlinux), entered through its PVH note as
+/// Firecracker and Cloud Hypervisor boot Linux: no decompressor, no setup header, the command
+/// line, initrd, memory map and RSDP handed over in hvm_start_info. `--boot pvh` refuses a
+/// kernel without the note, so this is the PVH path, not the 64-bit one.
+#[test]
+fn debian_vmlinux_boots_through_its_pvh_note() {
+    let Some(guest) = linux_guest_for("debian_vmlinux_boots_through_its_pvh_note") else {
+        return;
+    };
+    let vmlinux = PathBuf::from(&guest[1]).with_file_name("vmlinux");
+    assert!(
+        vmlinux.exists(),
+        "{}: resources/linux-guest/build.sh extracts it when xz is installed (xz-utils)",
+        vmlinux.display()
+    );
+    let dir = TempDir::new("linux-pvh");
+    let disk = ext4_disk(&dir, "VMM-LINUX-PVH");
+    let disk_arg = format!("path={},readonly=on", disk.display());
+    let vmlinux = vmlinux.display().to_string();
+    let r = VmmRun::start(
+        "linux",
+        &[
+            "--kernel",
+            &vmlinux,
+            "--boot",
+            "pvh",
+            &guest[2],
+            &guest[3],
+            "--cpus",
+            "2",
+            "--memory",
+            "512M",
+            "--disk",
+            &disk_arg,
+            "--cmdline",
+            "console=ttyS0 panic=-1 linux.mount=vda",
+        ],
+    )
+    .finish_within(LINUX_TIMEOUT);
+    r.assert_success();
+    r.assert_console_has(&["LINUX-GUEST-OK", "LINUX-GUEST-DONE"]);
+    assert_eq!(
+        report_value(&r.serial, "cpus:"),
+        Some("2"),
+        "console:\n{}",
+        r.serial
+    );
+    assert_eq!(
+        report_value(&r.serial, "mount:"),
+        Some("vda VMM-LINUX-PVH"),
+        "console:\n{}",
+        r.serial
+    );
+    // The memory map reached Linux through hvm_start_info (without one it stops in
+    // init_pvh_bootparams): nearly all of the 512 MiB is there.
+    let mib: u64 = report_value(&r.serial, "memory:")
+        .and_then(|m| m.trim_end_matches(" MiB").parse().ok())
+        .unwrap_or(0);
+    assert!(mib > 400, "memory: {mib} MiB\nconsole:\n{}", r.serial);
+}
+
 /// A guest that stays up (`linux.end=wait`) powers off through S5 when the ACPI power button
 /// is pressed (`--on-sigterm powerdown`): the GED's interrupt reaches Linux's acpi-ged, the
 /// button driver reports KEY_POWER, and acpid runs poweroff.
