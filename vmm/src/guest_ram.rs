@@ -9,7 +9,7 @@
 
 use std::io;
 use std::ptr::null_mut;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
@@ -17,12 +17,34 @@ use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 /// The alignment that lets KVM use 2 MiB pages (x86-64's large page).
 pub const HUGE_PAGE_SIZE: usize = 2 << 20;
 
-/// Guest RAM and the host mappings behind it. Field order is drop order: the memory map's
-/// references go before the mappings check that they are the last.
+/// Guest RAM and the host mappings behind it.
 pub struct GuestRam {
     memory: GuestMemoryMmap,
-    /// Held for its Drop, which unmaps the RAM.
-    _mappings: Vec<Mapping>,
+    mappings: Vec<Mapping>,
+}
+
+/// Mappings whose RAM something (a thread not yet joined) still referred to when their
+/// GuestRam went away: vm-memory would unmap an owned mapping with its last reference; these
+/// are unmapped by the first GuestRam drop after it, as a managed process tears down one VM
+/// after another.
+static ORPHANS: Mutex<Vec<Mapping>> = Mutex::new(Vec::new());
+
+impl Drop for GuestRam {
+    fn drop(&mut self) {
+        // Our own references go first, so that a mapping only we used counts as unused.
+        self.memory = GuestMemoryMmap::new();
+        let mut orphans = ORPHANS.lock().unwrap_or_else(|e| e.into_inner());
+        orphans.append(&mut self.mappings);
+        // Dropping a Mapping unmaps it.
+        orphans.retain(Mapping::in_use);
+        for mapping in orphans.iter() {
+            log::warn!(
+                "guest RAM at {:#x} ({} MiB) still in use after its VM: unmapped later",
+                mapping.addr,
+                mapping.len >> 20
+            );
+        }
+    }
 }
 
 impl GuestRam {
@@ -53,10 +75,7 @@ impl GuestRam {
         }
         let arcs = mappings.iter().filter_map(|m| m.region.clone()).collect();
         let memory = GuestMemoryMmap::from_arc_regions(arcs).map_err(io::Error::other)?;
-        Ok(GuestRam {
-            memory,
-            _mappings: mappings,
-        })
+        Ok(GuestRam { memory, mappings })
     }
 
     pub fn memory(&self) -> &GuestMemoryMmap {
@@ -68,28 +87,35 @@ impl GuestRam {
 /// maps guest RAM with.
 const MAP_FLAGS: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
 
-/// One region's host mapping; unmapped when dropped, if nothing else still refers to it.
+/// One region's host mapping; unmapped when dropped, which only happens once nothing else
+/// refers to it (GuestRam parks it in ORPHANS otherwise).
 struct Mapping {
     addr: usize,
     len: usize,
     region: Option<Arc<GuestRegionMmap>>,
 }
 
+impl Mapping {
+    /// True while a region refers to the mapping from anywhere but here.
+    fn in_use(&self) -> bool {
+        self.region
+            .as_ref()
+            .is_some_and(|region| Arc::strong_count(region) > 1)
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
-        if let Some(region) = self.region.take() {
-            if Arc::strong_count(&region) > 1 {
-                // A clone of the memory outlives the VM (a thread not yet joined): unmapping
-                // would pull the RAM from under it, so the mapping stays until exit.
-                log::warn!(
-                    "guest RAM at {:#x} still in use at teardown: left mapped",
-                    self.addr
-                );
-                return;
-            }
+        if self.in_use() {
+            // Not reached (GuestRam parks mappings in use): leaking beats a use after unmap.
+            log::error!(
+                "guest RAM at {:#x} dropped while in use: left mapped",
+                self.addr
+            );
+            return;
         }
         // SAFETY: [addr, addr + len) is the mapping made by map_aligned, and no region refers
-        // to it any more (the last reference was ours, or none was made).
+        // to it any more (the last reference is ours, or none was made).
         unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
     }
 }
@@ -179,12 +205,17 @@ mod tests {
     }
 
     #[test]
-    fn ram_still_in_use_at_drop_stays_mapped() {
+    fn ram_still_in_use_at_drop_is_unmapped_by_a_later_drop() {
         let ram = GuestRam::new(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        let addr = host_addresses(&ram)[0];
         let clone = ram.memory().clone();
         drop(ram);
         clone.write_obj(5u64, GuestAddress(8)).unwrap();
         assert_eq!(clone.read_obj::<u64>(GuestAddress(8)).unwrap(), 5);
+        drop(clone);
+        // (Any GuestRam's drop sweeps: in this process other tests' VMs may have done it.)
+        drop(GuestRam::new(&[(GuestAddress(0), 2 << 20)]).unwrap());
+        assert!(!is_mapped(addr), "{addr:#x} still mapped");
     }
 
     /// Whether the page at `addr` is mapped (mincore fails with ENOMEM on unmapped memory).
