@@ -266,6 +266,9 @@ mod tests {
         }
         let vm = Vm::new(64 << 20, 1).unwrap();
         assert_eq!(vm.memory().num_regions(), 1);
+        // What KVM was given is as 2 MiB aligned as the guest address, so it can map large pages.
+        let host = vm.memory().get_host_address(GuestAddress(0)).unwrap() as usize;
+        assert_eq!(host % crate::guest_ram::HUGE_PAGE_SIZE, 0, "{host:#x}");
         assert!(vm.ram_covers(GuestAddress(0), 64 << 20));
         assert!(!vm.ram_covers(GuestAddress(0), (64 << 20) + 1));
     }
