@@ -1,13 +1,29 @@
 use super::*;
 
-/// A scratch directory with two files and a subdirectory.
-fn scratch(name: &str) -> PathBuf {
+/// A scratch directory with two files and a subdirectory; removed when dropped.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = PathBuf;
+
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("mgmt-storage-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     std::fs::write(dir.join("b.img"), vec![0u8; 8192]).unwrap();
     std::fs::write(dir.join("a.iso"), b"x").unwrap();
-    dir
+    Scratch(dir)
 }
 
 fn pool_doc(name: &str, dir: &Path) -> String {
@@ -22,7 +38,7 @@ fn a_defined_pool_lists_its_files_once_started() {
     let dir = scratch("define");
     let pools = StoragePools::new();
     let pool = pools.define(&pool_doc("p", &dir)).unwrap();
-    assert_eq!(pool.path, dir, "the trailing slash is cleaned");
+    assert_eq!(pool.path, *dir, "the trailing slash is cleaned");
     assert!(pool.persistent && !pool.active);
     assert!(matches!(pools.volumes("p"), Err(StorageError::Invalid(_))));
     pools.start("p").unwrap();
