@@ -136,12 +136,7 @@ fn debian_kernel_uses_acpi_devices_and_powers_off() {
     let r = run.finish_within(LINUX_TIMEOUT);
     r.assert_success();
     r.assert_console_has(&["LINUX-GUEST-OK", "LINUX-GUEST-DONE"]);
-    assert_eq!(
-        report_value(&r.serial, "cpus:"),
-        Some("2"),
-        "console:\n{}",
-        r.serial
-    );
+    r.assert_report("cpus:", "2");
     let cmdline = report_value(&r.serial, "cmdline:").unwrap_or("");
     assert!(!cmdline.contains("virtio_mmio"), "ACPI only: {cmdline}");
     assert!(report_value(&r.serial, "block:")
@@ -150,16 +145,8 @@ fn debian_kernel_uses_acpi_devices_and_powers_off() {
     assert!(report_value(&r.serial, "net:")
         .unwrap_or("")
         .contains("eth0"));
-    assert_eq!(
-        report_value(&r.serial, "mount:"),
-        Some("vda VMM-LINUX-DISK")
-    );
-    assert_eq!(
-        report_value(&r.serial, "ping:"),
-        Some("10.0.2.1 ok"),
-        "console:\n{}",
-        r.serial
-    );
+    r.assert_report("mount:", "vda VMM-LINUX-DISK");
+    r.assert_report("ping:", "10.0.2.1 ok");
     assert!(
         r.stderr.contains("guest powered off through ACPI S5"),
         "stderr:\n{}",
@@ -193,12 +180,7 @@ fn debian_kernel_boots_to_init_and_reboots_out() {
     .finish_within(LINUX_TIMEOUT);
     r.assert_success();
     r.assert_console_has(&["LINUX-GUEST-OK", "LINUX-GUEST-DONE", "memory: "]);
-    assert_eq!(
-        report_value(&r.serial, "cpus:"),
-        Some("1"),
-        "console:\n{}",
-        r.serial
-    );
+    r.assert_report("cpus:", "1");
     assert!(
         r.stderr
             .contains("guest reset through the ACPI reset register"),
@@ -248,18 +230,8 @@ fn debian_vmlinux_boots_through_its_pvh_note() {
     .finish_within(LINUX_TIMEOUT);
     r.assert_success();
     r.assert_console_has(&["LINUX-GUEST-OK", "LINUX-GUEST-DONE"]);
-    assert_eq!(
-        report_value(&r.serial, "cpus:"),
-        Some("2"),
-        "console:\n{}",
-        r.serial
-    );
-    assert_eq!(
-        report_value(&r.serial, "mount:"),
-        Some("vda VMM-LINUX-PVH"),
-        "console:\n{}",
-        r.serial
-    );
+    r.assert_report("cpus:", "2");
+    r.assert_report("mount:", "vda VMM-LINUX-PVH");
     // The memory map reached Linux through hvm_start_info (without one it stops in
     // init_pvh_bootparams): nearly all of the 512 MiB is there.
     let mib: u64 = report_value(&r.serial, "memory:")

@@ -267,6 +267,16 @@ impl Finished {
             );
         }
     }
+
+    /// Panics, showing the console, unless the guest's report line `key` says `expected`.
+    pub fn assert_report(&self, key: &str, expected: &str) {
+        assert_eq!(
+            report_value(&self.serial, key),
+            Some(expected),
+            "{key}; console:\n{}",
+            self.serial
+        );
+    }
 }
 
 impl VmmRun {
