@@ -117,6 +117,11 @@ impl Drop for Mapping {
         // SAFETY: [addr, addr + len) is the mapping made by map_aligned, and no region refers
         // to it any more (the last reference is ours, or none was made).
         unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+        #[cfg(test)]
+        tests::UNMAPPED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(self.addr);
     }
 }
 
@@ -200,8 +205,9 @@ mod tests {
         let ram = GuestRam::new(&[(GuestAddress(0), 4 << 20)]).unwrap();
         let addr = host_addresses(&ram)[0];
         assert!(is_mapped(addr));
+        let before = unmaps_at(addr);
         drop(ram);
-        assert!(!is_mapped(addr), "{addr:#x} still mapped");
+        assert!(unmaps_at(addr) > before, "{addr:#x} not unmapped");
     }
 
     #[test]
@@ -209,13 +215,29 @@ mod tests {
         let ram = GuestRam::new(&[(GuestAddress(0), 4 << 20)]).unwrap();
         let addr = host_addresses(&ram)[0];
         let clone = ram.memory().clone();
+        let before = unmaps_at(addr);
         drop(ram);
         clone.write_obj(5u64, GuestAddress(8)).unwrap();
         assert_eq!(clone.read_obj::<u64>(GuestAddress(8)).unwrap(), 5);
         drop(clone);
         // (Any GuestRam's drop sweeps: in this process other tests' VMs may have done it.)
         drop(GuestRam::new(&[(GuestAddress(0), 2 << 20)]).unwrap());
-        assert!(!is_mapped(addr), "{addr:#x} still mapped");
+        assert!(unmaps_at(addr) > before, "{addr:#x} not unmapped");
+    }
+
+    /// Host addresses Mapping::drop has unmapped, in this test process. (Asking the kernel
+    /// whether an address is still mapped races with other tests' mappings reusing it.)
+    pub(super) static UNMAPPED: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+    /// How often `addr` has been unmapped: it rises once our mapping there goes (an earlier
+    /// mapping at the same address may have gone before, none can while ours is there).
+    fn unmaps_at(addr: usize) -> usize {
+        UNMAPPED
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&a| a == addr)
+            .count()
     }
 
     /// Whether the page at `addr` is mapped (mincore fails with ENOMEM on unmapped memory).
